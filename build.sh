@@ -1,0 +1,79 @@
+#!/usr/bin/env bash
+# build.sh — build hakmem and the C programs in bench-c/.
+#
+#   ./build.sh                 release library: target/release/libhakmem.so (+ .a)
+#   ./build.sh NAME_ALLOC      bench-c/NAME.c -> out/release/NAME_ALLOC, where ALLOC is
+#                              hakmem (static libhakmem.a linked in), system (glibc),
+#                              mi (mimalloc), je (jemalloc) or tc (tcmalloc-minimal)
+#   ./build.sh all             every benchmark (bench-c/*.c but test_*) x every allocator
+#   ./build.sh tests           every bench-c/test_*.c as _hakmem and _system
+#
+# Peer allocators come from Debian packages; a missing one is installed with apt-get.
+set -euo pipefail
+cd "$(dirname "$0")"
+
+CC=${CC:-cc}
+CFLAGS=${CFLAGS:--O2 -g -pthread -Wall -Wextra -Wno-unused-parameter}
+OUT=out/release
+LIBDIR=/usr/lib/x86_64-linux-gnu
+mkdir -p "$OUT"
+
+# allocator -> shared object and the Debian package that ships it
+peer_so() {
+  case "$1" in
+    mi) echo "$LIBDIR/libmimalloc.so.2 libmimalloc2.0" ;;
+    je) echo "$LIBDIR/libjemalloc.so.2 libjemalloc2" ;;
+    tc) echo "$LIBDIR/libtcmalloc_minimal.so.4 libtcmalloc-minimal4" ;;
+    *) return 1 ;;
+  esac
+}
+
+ensure_peer() {
+  local so pkg
+  read -r so pkg <<<"$(peer_so "$1")"
+  if [ ! -e "$so" ]; then
+    echo "build.sh: $so missing; installing Debian package $pkg" >&2
+    if [ "$(id -u)" = 0 ]; then
+      (apt-get install -y -qq "$pkg" >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq "$pkg"; }) >&2
+    else
+      echo "build.sh: not root; install $pkg by hand" >&2; return 1
+    fi
+  fi
+  echo "$so"
+}
+
+lib_stamp=""
+build_lib() {
+  [ -n "$lib_stamp" ] && return 0
+  cargo build --release -p hakmem >&2
+  lib_stamp=1
+}
+
+build_prog() {
+  local target=$1 name alloc src out
+  name=${target%_*}; alloc=${target##*_}
+  src=bench-c/$name.c; out=$OUT/$target
+  [ -f "$src" ] || { echo "build.sh: no $src for target $target" >&2; return 1; }
+  case "$alloc" in
+    hakmem) build_lib
+            $CC $CFLAGS "$src" -o "$out" target/release/libhakmem.a -ldl ;;
+    system) $CC $CFLAGS "$src" -o "$out" ;;
+    mi|je|tc) local so; so=$(ensure_peer "$alloc")
+            $CC $CFLAGS "$src" -o "$out" "$so" -Wl,-rpath,"$LIBDIR" ;;
+    *) echo "build.sh: unknown allocator '$alloc' in $target (hakmem|system|mi|je|tc)" >&2; return 1 ;;
+  esac
+  echo "$out"
+}
+
+benches() { for f in bench-c/*.c; do b=$(basename "$f" .c); case "$b" in test_*) ;; *) echo "$b";; esac; done; }
+tests() { for f in bench-c/test_*.c; do basename "$f" .c; done; }
+
+if [ $# -eq 0 ]; then build_lib; ls -l target/release/libhakmem.so; exit 0; fi
+for t in "$@"; do
+  case "$t" in
+    all)   for b in $(benches); do for a in hakmem system mi je tc; do build_prog "${b}_$a"; done; done ;;
+    tests) for b in $(tests); do for a in hakmem system; do build_prog "${b}_$a"; done; done ;;
+    lib)   build_lib ;;
+    *)     build_prog "$t" ;;
+  esac
+done

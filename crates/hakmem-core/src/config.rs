@@ -1,0 +1,257 @@
+//! Configuration: the one table of `HAKMEM_*` flags.
+//!
+//! Each flag is a row (name, default, range, unit, meaning). The table is read
+//! once, with `getenv` (which does not allocate), into atomics that the rest
+//! of the allocator reads. Flags tune numbers; they never switch code paths
+//! off. A bad value gets one `hakmem:` line on stderr and the default.
+//!
+//! The first `malloc` may come before the C runtime has set up `environ`
+//! (from ld.so or an early constructor); the table is then filled with
+//! defaults and read for real as soon as the environment is ready, at the
+//! latest in hakmem's load-time constructor.
+
+use core::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
+
+use crate::diag;
+use crate::os;
+
+pub struct Flag {
+    /// Variable name, NUL-terminated for `getenv`.
+    pub name: &'static str,
+    pub default: usize,
+    pub max: usize,
+    pub unit: &'static str,
+    pub meaning: &'static str,
+}
+
+impl Flag {
+    pub fn display_name(&self) -> &'static str {
+        &self.name[..self.name.len() - 1]
+    }
+}
+
+pub const TCACHE_TINY: usize = 0;
+pub const TCACHE_MID: usize = 1;
+pub const LARGE_CACHE_MB: usize = 2;
+pub const PURGE_KB: usize = 3;
+pub const STATS: usize = 4;
+pub const VERBOSE: usize = 5;
+pub const ABORT_ON_ERROR: usize = 6;
+
+/// Every flag hakmem reads. docs/ENV.md documents the same rows.
+pub static FLAGS: [Flag; 7] = [
+    Flag {
+        name: "HAKMEM_TCACHE_TINY\0",
+        default: 128,
+        max: 65535,
+        unit: "blocks",
+        meaning: "thread-cache capacity of each tiny class (blocks <= 1 KiB)",
+    },
+    Flag {
+        name: "HAKMEM_TCACHE_MID\0",
+        default: 16,
+        max: 65535,
+        unit: "blocks",
+        meaning: "thread-cache capacity of each mid class (1 KiB < blocks <= 256 KiB), at most 1 MiB per class",
+    },
+    Flag {
+        name: "HAKMEM_LARGE_CACHE_MB\0",
+        default: 64,
+        max: 65536,
+        unit: "MiB",
+        meaning: "freed large blocks (> 256 KiB) kept mapped for reuse",
+    },
+    Flag {
+        name: "HAKMEM_PURGE_KB\0",
+        default: 8192,
+        max: 1 << 20,
+        unit: "KiB",
+        meaning: "free slab memory a thread keeps before returning it to the OS",
+    },
+    Flag { name: "HAKMEM_STATS\0", default: 0, max: 1, unit: "0|1", meaning: "print statistics to stderr at exit" },
+    Flag { name: "HAKMEM_VERBOSE\0", default: 0, max: 1, unit: "0|1", meaning: "print this table to stderr at start" },
+    Flag {
+        name: "HAKMEM_ABORT_ON_ERROR\0",
+        default: 0,
+        max: 1,
+        unit: "0|1",
+        meaning: "abort() after reporting an invalid or double free",
+    },
+];
+
+static VALUES: [AtomicUsize; 7] = [
+    AtomicUsize::new(128),
+    AtomicUsize::new(16),
+    AtomicUsize::new(64),
+    AtomicUsize::new(8192),
+    AtomicUsize::new(0),
+    AtomicUsize::new(0),
+    AtomicUsize::new(0),
+];
+
+const UNREAD: u8 = 0;
+const READING: u8 = 1;
+const PROVISIONAL: u8 = 2;
+const FINAL: u8 = 3;
+static STATE: AtomicU8 = AtomicU8::new(UNREAD);
+
+/// Why a flag value was refused.
+#[derive(Debug, PartialEq, Eq)]
+pub enum BadValue {
+    NotANumber,
+    OutOfRange,
+}
+
+/// Parse a flag value: decimal digits only, within `0..=max`.
+pub fn parse(value: &[u8], max: usize) -> Result<usize, BadValue> {
+    if value.is_empty() || value.len() > 20 {
+        return Err(if value.iter().all(u8::is_ascii_digit) && !value.is_empty() {
+            BadValue::OutOfRange
+        } else {
+            BadValue::NotANumber
+        });
+    }
+    let mut n: usize = 0;
+    for &b in value {
+        if !b.is_ascii_digit() {
+            return Err(BadValue::NotANumber);
+        }
+        n = match n.checked_mul(10).and_then(|n| n.checked_add((b - b'0') as usize)) {
+            Some(n) => n,
+            None => return Err(BadValue::OutOfRange),
+        };
+    }
+    if n > max {
+        return Err(BadValue::OutOfRange);
+    }
+    Ok(n)
+}
+
+/// Read the table if it has not been read for real yet. Cheap when it has.
+#[inline]
+pub fn ensure_read() {
+    if STATE.load(Ordering::Acquire) != FINAL {
+        read_slow();
+    }
+}
+
+#[cold]
+fn read_slow() {
+    loop {
+        let s = STATE.load(Ordering::Acquire);
+        match s {
+            FINAL => return,
+            PROVISIONAL if !os::environment_ready() => return,
+            READING => core::hint::spin_loop(),
+            _ => {
+                if STATE.compare_exchange(s, READING, Ordering::Acquire, Ordering::Relaxed).is_err() {
+                    continue;
+                }
+                if !os::environment_ready() {
+                    // Defaults are already in VALUES; read again later.
+                    STATE.store(PROVISIONAL, Ordering::Release);
+                    return;
+                }
+                for (i, flag) in FLAGS.iter().enumerate() {
+                    VALUES[i].store(read_flag(flag), Ordering::Relaxed);
+                }
+                STATE.store(FINAL, Ordering::Release);
+                if get(VERBOSE) != 0 {
+                    print_table();
+                }
+                return;
+            }
+        }
+    }
+}
+
+fn read_flag(flag: &Flag) -> usize {
+    let Some(raw) = os::getenv(flag.name.as_bytes()) else { return flag.default };
+    match parse(raw, flag.max) {
+        Ok(v) => v,
+        Err(why) => {
+            let value = core::str::from_utf8(raw).unwrap_or("<not UTF-8>");
+            let reason = match why {
+                BadValue::NotANumber => "not a decimal number",
+                BadValue::OutOfRange => "out of range",
+            };
+            diag::line(format_args!(
+                "{}={}: {} (expected 0..={} {}); using default {}",
+                flag.display_name(),
+                value,
+                reason,
+                flag.max,
+                flag.unit,
+                flag.default
+            ));
+            flag.default
+        }
+    }
+}
+
+/// Print the table as read (HAKMEM_VERBOSE=1).
+pub fn print_table() {
+    diag::line(format_args!("configuration ({} flags):", FLAGS.len()));
+    for (i, flag) in FLAGS.iter().enumerate() {
+        diag::line(format_args!(
+            "  {}={} {} (default {}): {}",
+            flag.display_name(),
+            get(i),
+            flag.unit,
+            flag.default,
+            flag.meaning
+        ));
+    }
+}
+
+#[inline]
+pub fn get(flag: usize) -> usize {
+    VALUES[flag].load(Ordering::Relaxed)
+}
+
+/// Override a flag (tests only: flags are otherwise read-only after start).
+#[cfg(test)]
+pub fn set_for_test(flag: usize, value: usize) {
+    VALUES[flag].store(value, Ordering::Relaxed);
+}
+
+pub fn stats_enabled() -> bool {
+    get(STATS) != 0
+}
+
+pub fn abort_on_error() -> bool {
+    ensure_read();
+    get(ABORT_ON_ERROR) != 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parse_accepts_decimal_in_range() {
+        assert_eq!(parse(b"0", 10), Ok(0));
+        assert_eq!(parse(b"10", 10), Ok(10));
+        assert_eq!(parse(b"007", 10), Ok(7));
+    }
+
+    #[test]
+    fn parse_refuses_garbage_and_out_of_range() {
+        assert_eq!(parse(b"", 10), Err(BadValue::NotANumber));
+        assert_eq!(parse(b"abc", 10), Err(BadValue::NotANumber));
+        assert_eq!(parse(b"-1", 10), Err(BadValue::NotANumber));
+        assert_eq!(parse(b"1k", 10), Err(BadValue::NotANumber));
+        assert_eq!(parse(b" 1", 10), Err(BadValue::NotANumber));
+        assert_eq!(parse(b"11", 10), Err(BadValue::OutOfRange));
+        assert_eq!(parse(b"99999999999999999999999", 10), Err(BadValue::OutOfRange));
+    }
+
+    #[test]
+    fn table_and_defaults_agree() {
+        for (i, f) in FLAGS.iter().enumerate() {
+            assert!(f.name.starts_with("HAKMEM_") && f.name.ends_with('\0'));
+            assert!(f.default <= f.max);
+            assert_eq!(VALUES[i].load(Ordering::Relaxed), f.default, "{}", f.display_name());
+        }
+    }
+}

@@ -1,0 +1,47 @@
+//! hakmem-core: the allocation engine behind libhakmem.
+//!
+//! Modules, lowest layer first; each uses only modules above it in this list
+//! (see README.md beside this file):
+//!
+//! - `os`, `sync`: the OS boundary (mmap, madvise, mincore, futex, stderr) and
+//!   an allocation-free lock.
+//! - `config`, `diag`, `stats`: HAKMEM_* flags, `hakmem:` diagnostics, counters.
+//! - `size_class`, `page_map`, `remote`, `list`: pure data structures.
+//! - `slab`, `segment`: slabs of one size class inside 4 MiB segments.
+//! - `heap`, `thread_cache`: per-thread ownership and the fast paths.
+//! - `large`, `foreign`: blocks over 256 KiB, and pointers that are not ours.
+//! - `api`: the C allocation API with glibc's semantics.
+//! - `lifecycle`: load-time set-up and fork handlers.
+//!
+//! The crate is `no_std` and never allocates through a global allocator:
+//! code reachable from `malloc` must not call `malloc`.
+
+#![cfg_attr(not(any(test, loom)), no_std)]
+#![deny(unsafe_op_in_unsafe_fn)]
+
+pub mod os;
+pub mod sync;
+
+pub mod config;
+pub mod diag;
+pub mod stats;
+
+pub mod list;
+pub mod page_map;
+pub mod remote;
+pub mod size_class;
+
+pub mod segment;
+pub mod slab;
+
+pub mod heap;
+pub mod thread_cache;
+
+pub mod foreign;
+pub mod large;
+
+pub mod api;
+pub mod lifecycle;
+
+#[cfg(test)]
+mod tests;

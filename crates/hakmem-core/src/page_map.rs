@@ -1,0 +1,199 @@
+//! The ownership map: for every 4 MiB chunk of the address space, what hakmem
+//! has there. This is how a pointer is classified (ours or foreign, which
+//! tier) without ever reading memory near it.
+//!
+//! A two-level radix table over the 47-bit user address space: a static top
+//! level of 2048 pointers (16 KiB of BSS) and leaves of 16384 entries
+//! (128 KiB, mapped on first use and never freed, so readers need no locks).
+//! Entries are written only by the thread that maps or unmaps the chunk.
+
+use core::ptr;
+use core::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
+
+use crate::os;
+
+/// Chunks are the unit of ownership: segments are exactly one chunk, large
+/// blocks are whole runs of chunks.
+pub const CHUNK_SHIFT: usize = 22;
+pub const CHUNK: usize = 1 << CHUNK_SHIFT;
+pub const CHUNK_MASK: usize = CHUNK - 1;
+
+const ADDRESS_BITS: usize = 47;
+const LEAF_BITS: usize = 14;
+const TOP_BITS: usize = ADDRESS_BITS - CHUNK_SHIFT - LEAF_BITS;
+const LEAF_LEN: usize = 1 << LEAF_BITS;
+const TOP_LEN: usize = 1 << TOP_BITS;
+
+type Leaf = [AtomicUsize; LEAF_LEN];
+
+static TOP: [AtomicPtr<Leaf>; TOP_LEN] = [const { AtomicPtr::new(ptr::null_mut()) }; TOP_LEN];
+
+/// What a chunk holds. Encoded in one word; the low two bits are the tag.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Entry {
+    /// Not hakmem's: foreign memory, or nothing.
+    Foreign,
+    /// A slab segment whose header sits at the chunk's base.
+    Segment,
+    /// The first chunk of a live large block that starts at the chunk's base,
+    /// with its usable size in OS pages.
+    LargeHead { pages: usize },
+    /// A later chunk of a live large block.
+    LargeTail,
+    /// The first chunk of a large block that is free (held in the large cache).
+    LargeFree,
+}
+
+const TAG_SEGMENT: usize = 1;
+const TAG_HEAD: usize = 2;
+const RAW_TAIL: usize = 3;
+const RAW_FREE: usize = 7;
+
+impl Entry {
+    #[inline]
+    fn decode(raw: usize) -> Entry {
+        match raw & 3 {
+            0 => Entry::Foreign,
+            TAG_SEGMENT => Entry::Segment,
+            TAG_HEAD => Entry::LargeHead { pages: raw >> 2 },
+            _ if raw == RAW_FREE => Entry::LargeFree,
+            _ => Entry::LargeTail,
+        }
+    }
+
+    fn encode(self) -> usize {
+        match self {
+            Entry::Foreign => 0,
+            Entry::Segment => TAG_SEGMENT,
+            Entry::LargeHead { pages } => (pages << 2) | TAG_HEAD,
+            Entry::LargeTail => RAW_TAIL,
+            Entry::LargeFree => RAW_FREE,
+        }
+    }
+}
+
+#[inline(always)]
+fn split(addr: usize) -> (usize, usize) {
+    ((addr >> (CHUNK_SHIFT + LEAF_BITS)), (addr >> CHUNK_SHIFT) & (LEAF_LEN - 1))
+}
+
+/// The raw entry for the chunk holding `addr`: two dependent loads.
+#[inline(always)]
+fn raw(addr: usize) -> usize {
+    let (top, idx) = split(addr);
+    if top >= TOP_LEN {
+        return 0;
+    }
+    let leaf = TOP[top].load(Ordering::Acquire);
+    if leaf.is_null() {
+        return 0;
+    }
+    // SAFETY: leaves are never freed once published, and `idx < LEAF_LEN`.
+    unsafe { (*leaf)[idx].load(Ordering::Acquire) }
+}
+
+/// What the chunk holding `addr` is.
+#[inline]
+pub fn lookup(addr: usize) -> Entry {
+    Entry::decode(raw(addr))
+}
+
+/// Fast test used by `free`: is `addr` inside a slab segment?
+#[inline(always)]
+pub fn is_segment(addr: usize) -> bool {
+    raw(addr) == TAG_SEGMENT
+}
+
+/// Record what the chunk holding `addr` is. Returns false when the leaf
+/// covering it could not be mapped (out of memory); nothing changes then.
+pub fn set(addr: usize, entry: Entry) -> bool {
+    let (top, idx) = split(addr);
+    if top >= TOP_LEN {
+        return false;
+    }
+    let mut leaf = TOP[top].load(Ordering::Acquire);
+    if leaf.is_null() {
+        let fresh = os::map(core::mem::size_of::<Leaf>()) as *mut Leaf;
+        if fresh.is_null() {
+            return false;
+        }
+        match TOP[top].compare_exchange(ptr::null_mut(), fresh, Ordering::AcqRel, Ordering::Acquire) {
+            Ok(_) => leaf = fresh,
+            Err(winner) => {
+                // SAFETY: `fresh` was never published.
+                unsafe { os::unmap(fresh as *mut u8, core::mem::size_of::<Leaf>()) };
+                leaf = winner;
+            }
+        }
+    }
+    // SAFETY: the leaf is published and permanent; `idx < LEAF_LEN`.
+    unsafe { (*leaf)[idx].store(entry.encode(), Ordering::Release) };
+    true
+}
+
+/// Mark `chunks` chunks from `base` as one large block (head + tails), or as
+/// foreign when `entry` is `None`. The leaves must exist already for clears.
+pub fn set_large(base: usize, chunks: usize, head: Entry) -> bool {
+    // Tails first, so that a head is never visible before its tails.
+    for i in (1..chunks).rev() {
+        let e = if head == Entry::Foreign { Entry::Foreign } else { Entry::LargeTail };
+        if !set(base + i * CHUNK, e) {
+            for j in i + 1..chunks {
+                set(base + j * CHUNK, Entry::Foreign);
+            }
+            return false;
+        }
+    }
+    set(base, head)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entries_round_trip() {
+        for e in [
+            Entry::Foreign,
+            Entry::Segment,
+            Entry::LargeHead { pages: 1 },
+            Entry::LargeHead { pages: 123_456 },
+            Entry::LargeTail,
+            Entry::LargeFree,
+        ] {
+            assert_eq!(Entry::decode(e.encode()), e);
+        }
+    }
+
+    #[test]
+    fn set_and_lookup_by_any_address_in_the_chunk() {
+        // An address range nothing else in the tests uses.
+        let base = 0x3f00_0000_0000usize;
+        assert_eq!(lookup(base), Entry::Foreign);
+        assert!(set(base, Entry::Segment));
+        assert_eq!(lookup(base + 12345), Entry::Segment);
+        assert!(is_segment(base + CHUNK - 1));
+        assert_eq!(lookup(base + CHUNK), Entry::Foreign);
+        assert!(set(base, Entry::Foreign));
+        assert!(!is_segment(base));
+    }
+
+    #[test]
+    fn large_runs_mark_head_and_tails() {
+        let base = 0x3e00_0000_0000usize;
+        assert!(set_large(base, 3, Entry::LargeHead { pages: 2500 }));
+        assert_eq!(lookup(base), Entry::LargeHead { pages: 2500 });
+        assert_eq!(lookup(base + CHUNK + 5), Entry::LargeTail);
+        assert_eq!(lookup(base + 2 * CHUNK), Entry::LargeTail);
+        assert_eq!(lookup(base + 3 * CHUNK), Entry::Foreign);
+        assert!(set_large(base, 3, Entry::Foreign));
+        assert_eq!(lookup(base + CHUNK), Entry::Foreign);
+    }
+
+    #[test]
+    fn out_of_range_addresses_are_foreign() {
+        assert_eq!(lookup(usize::MAX), Entry::Foreign);
+        assert_eq!(lookup(1 << 47), Entry::Foreign);
+        assert!(!set(1 << 48, Entry::Segment));
+    }
+}

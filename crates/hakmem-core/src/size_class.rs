@@ -1,0 +1,251 @@
+//! Size classes: which block size serves a request, and how slabs of each
+//! class are laid out.
+//!
+//! - tiny (classes 1..=20, up to 1 KiB): 16-byte steps to 128, then four
+//!   classes per power of two; one 64 KiB slab page per slab.
+//! - mid (classes 21..=52, up to 256 KiB): four classes per power of two;
+//!   slabs of 1..16 slab pages, sized to hold about eight blocks.
+//!
+//! Every stride is a multiple of 16 and slabs start on 64 KiB boundaries, so
+//! every block is 16-byte aligned, and a block of a class whose stride is a
+//! multiple of `a` (a power of two up to 64 KiB) is `a`-aligned. Class 0 means
+//! "no class" in the page table. All tables are computed at compile time.
+
+/// Bytes in one slab page; slabs are whole runs of these.
+pub const SLAB_PAGE_SHIFT: usize = 16;
+pub const SLAB_PAGE: usize = 1 << SLAB_PAGE_SHIFT;
+
+/// Largest request served by the tiny tier.
+pub const TINY_MAX: usize = 1024;
+/// Largest request served from slabs at all; above is the large tier.
+pub const MID_MAX: usize = 256 * 1024;
+
+pub const FIRST_MID_CLASS: usize = 21;
+/// Number of classes, including the unused class 0.
+pub const NUM_CLASSES: usize = 53;
+
+/// Most slab pages a slab may span.
+pub const MAX_SLAB_PAGES: usize = 16;
+
+/// Shift of the fixed-point reciprocal used to turn a slab offset into a
+/// block index without dividing (exact for offsets < 2^20, strides <= 2^18).
+pub const RECIP_SHIFT: u32 = 40;
+
+const fn compute_strides() -> [u32; NUM_CLASSES] {
+    let mut s = [0u32; NUM_CLASSES];
+    let mut c = 1;
+    while c <= 8 {
+        s[c] = (c * 16) as u32;
+        c += 1;
+    }
+    // 4 per doubling: (128,256], (256,512], (512,1K], ... (128K,256K]
+    let mut k = 7;
+    while k < 18 {
+        let mut q = 0;
+        while q < 4 {
+            s[c] = ((q + 5) << (k - 2)) as u32;
+            c += 1;
+            q += 1;
+        }
+        k += 1;
+    }
+    s
+}
+
+/// Block size of each class.
+pub static STRIDE: [u32; NUM_CLASSES] = compute_strides();
+
+const fn compute_slab_pages() -> [u8; NUM_CLASSES] {
+    let s = compute_strides();
+    let mut p = [0u8; NUM_CLASSES];
+    let mut c = 1;
+    while c < NUM_CLASSES {
+        let want = (8 * s[c] as usize).div_ceil(SLAB_PAGE);
+        p[c] = if want < 1 {
+            1
+        } else if want > MAX_SLAB_PAGES {
+            MAX_SLAB_PAGES as u8
+        } else {
+            want as u8
+        };
+        c += 1;
+    }
+    p
+}
+
+/// Slab pages per slab of each class.
+pub static SLAB_PAGES: [u8; NUM_CLASSES] = compute_slab_pages();
+
+const fn compute_capacity() -> [u32; NUM_CLASSES] {
+    let s = compute_strides();
+    let p = compute_slab_pages();
+    let mut cap = [0u32; NUM_CLASSES];
+    let mut c = 1;
+    while c < NUM_CLASSES {
+        cap[c] = ((p[c] as usize * SLAB_PAGE) / s[c] as usize) as u32;
+        c += 1;
+    }
+    cap
+}
+
+/// Blocks per slab of each class.
+pub static CAPACITY: [u32; NUM_CLASSES] = compute_capacity();
+
+const fn compute_recip() -> [u64; NUM_CLASSES] {
+    let s = compute_strides();
+    let mut r = [0u64; NUM_CLASSES];
+    let mut c = 1;
+    while c < NUM_CLASSES {
+        r[c] = (1u64 << RECIP_SHIFT).div_ceil(s[c] as u64);
+        c += 1;
+    }
+    r
+}
+
+/// `ceil(2^RECIP_SHIFT / stride)`: `(off * RECIP) >> RECIP_SHIFT == off / stride`.
+pub static RECIP: [u64; NUM_CLASSES] = compute_recip();
+
+const fn compute_tiny_lookup() -> [u8; TINY_MAX / 16 + 1] {
+    let s = compute_strides();
+    let mut t = [0u8; TINY_MAX / 16 + 1];
+    let mut i = 0;
+    let mut c = 1;
+    while i <= TINY_MAX / 16 {
+        let need = if i == 0 { 1 } else { i * 16 };
+        while (s[c] as usize) < need {
+            c += 1;
+        }
+        t[i] = c as u8;
+        i += 1;
+    }
+    t
+}
+
+/// Class for tiny sizes, indexed by `(size + 15) / 16`.
+static TINY_LOOKUP: [u8; TINY_MAX / 16 + 1] = compute_tiny_lookup();
+
+/// Class of a tiny request (`size <= TINY_MAX`). `malloc(0)` gets class 1.
+#[inline(always)]
+pub fn tiny_class(size: usize) -> usize {
+    debug_assert!(size <= TINY_MAX);
+    TINY_LOOKUP[(size + 15) >> 4] as usize
+}
+
+/// Class of a request of at most `MID_MAX` bytes.
+#[inline]
+pub fn class_of(size: usize) -> usize {
+    if size <= TINY_MAX {
+        return tiny_class(size);
+    }
+    debug_assert!(size <= MID_MAX);
+    // size-1 lies in [2^k, 2^(k+1)); the four classes of that doubling are
+    // (5,6,7,8) * 2^(k-2).
+    let s = size - 1;
+    let k = (usize::BITS - 1 - s.leading_zeros()) as usize;
+    let q = (s >> (k - 2)) - 4;
+    FIRST_MID_CLASS + (k - 10) * 4 + q
+}
+
+/// Smallest class that serves `size` bytes at alignment `align` (a power of
+/// two), or `None` when the large tier must serve it.
+pub fn class_for_aligned(size: usize, align: usize) -> Option<usize> {
+    if align > SLAB_PAGE {
+        return None;
+    }
+    let need = if size > align { size } else { align };
+    if need > MID_MAX {
+        return None;
+    }
+    let mut c = class_of(need);
+    // Power-of-two classes recur every four classes, so this ends quickly.
+    while c < NUM_CLASSES {
+        if STRIDE[c] as usize % align == 0 {
+            return Some(c);
+        }
+        c += 1;
+    }
+    None
+}
+
+/// Is `c` a tiny class (as opposed to mid)?
+#[inline]
+pub fn is_tiny(c: usize) -> bool {
+    c < FIRST_MID_CLASS
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strides_are_sorted_multiples_of_16() {
+        for c in 1..NUM_CLASSES {
+            assert_eq!(STRIDE[c] % 16, 0, "class {c}");
+            if c > 1 {
+                assert!(STRIDE[c] > STRIDE[c - 1]);
+            }
+        }
+        assert_eq!(STRIDE[FIRST_MID_CLASS - 1] as usize, TINY_MAX);
+        assert_eq!(STRIDE[NUM_CLASSES - 1] as usize, MID_MAX);
+    }
+
+    #[test]
+    fn class_of_is_the_smallest_fitting_class() {
+        for size in 0..=MID_MAX {
+            let c = class_of(size);
+            assert!(c >= 1 && c < NUM_CLASSES);
+            assert!(STRIDE[c] as usize >= size, "size {size}");
+            if c > 1 {
+                assert!((STRIDE[c - 1] as usize) < size.max(1), "size {size} class {c}");
+            }
+        }
+    }
+
+    #[test]
+    fn waste_is_bounded() {
+        // Above 128 bytes, no request wastes more than 25% of its block.
+        for size in 129..=MID_MAX {
+            let s = STRIDE[class_of(size)] as usize;
+            assert!(s * 4 <= size * 5 + 16, "size {size} stride {s}");
+        }
+    }
+
+    #[test]
+    fn reciprocal_division_is_exact_over_every_slab() {
+        for c in 1..NUM_CLASSES {
+            let stride = STRIDE[c] as u64;
+            let span = SLAB_PAGES[c] as u64 * SLAB_PAGE as u64;
+            for off in 0..span {
+                let q = (off * RECIP[c]) >> RECIP_SHIFT;
+                assert_eq!(q, off / stride, "class {c} off {off}");
+            }
+        }
+    }
+
+    #[test]
+    fn slabs_hold_several_blocks_with_little_waste() {
+        for c in 1..NUM_CLASSES {
+            assert!(CAPACITY[c] >= 4, "class {c}");
+            let span = SLAB_PAGES[c] as usize * SLAB_PAGE;
+            let waste = span - CAPACITY[c] as usize * STRIDE[c] as usize;
+            assert!(waste * 8 <= span, "class {c} wastes {waste} of {span}");
+        }
+    }
+
+    #[test]
+    fn aligned_classes_are_aligned() {
+        let mut align = 1;
+        while align <= 2 * SLAB_PAGE {
+            for size in [0, 1, 15, 16, 100, 1000, 4096, 5000, 70_000, MID_MAX] {
+                match class_for_aligned(size, align) {
+                    Some(c) => {
+                        assert_eq!(STRIDE[c] as usize % align, 0);
+                        assert!(STRIDE[c] as usize >= size);
+                    }
+                    None => assert!(align > SLAB_PAGE || size.max(align) > MID_MAX),
+                }
+            }
+            align *= 2;
+        }
+    }
+}

@@ -1,0 +1,2 @@
+//! Whole-engine tests through the `api` layer (module tests sit beside each
+//! module).
