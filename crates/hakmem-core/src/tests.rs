@@ -1,2 +1,363 @@
 //! Whole-engine tests through the `api` layer (module tests sit beside each
-//! module).
+//! module). They run inside the test process next to glibc's allocator,
+//! which serves Rust's own allocations: hakmem's blocks are only reached
+//! through `api`.
+
+use std::collections::HashMap;
+use std::sync::mpsc;
+use std::thread;
+
+use crate::api;
+use crate::config;
+use crate::os::PAGE;
+use crate::page_map::{self, Entry, CHUNK};
+use crate::size_class::{MID_MAX, TINY_MAX};
+use crate::thread_cache;
+
+/// A small deterministic PRNG (xorshift64*).
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+fn pattern(p: *mut u8, len: usize, seed: u8) {
+    for i in 0..len {
+        // SAFETY: callers pass blocks of at least `len` bytes.
+        unsafe { *p.add(i) = seed.wrapping_add(i as u8).wrapping_mul(31) };
+    }
+}
+
+fn check_pattern(p: *const u8, len: usize, seed: u8) -> bool {
+    (0..len).all(|i| {
+        // SAFETY: callers pass blocks of at least `len` bytes.
+        unsafe { *p.add(i) == seed.wrapping_add(i as u8).wrapping_mul(31) }
+    })
+}
+
+/// Check the calling thread's heap and all its segments and slabs.
+fn check_my_heap() {
+    let tc = thread_cache::current();
+    // SAFETY: this thread's cache and heap.
+    unsafe {
+        if !(*tc).heap.is_null() {
+            (*(*tc).heap).check();
+        }
+    }
+}
+
+fn random_size(rng: &mut Rng) -> usize {
+    match rng.below(100) {
+        0..=69 => rng.below(TINY_MAX as u64 + 1) as usize,
+        70..=94 => rng.below(MID_MAX as u64) as usize + 1,
+        _ => rng.below(3 << 20) as usize + MID_MAX,
+    }
+}
+
+/// Random malloc/calloc/realloc/memalign/free against a shadow model of
+/// what each live block must contain.
+fn random_ops(seed: u64, steps: usize) {
+    let mut rng = Rng(seed);
+    let mut live: HashMap<usize, (usize, u8)> = HashMap::new();
+    let mut slots: Vec<usize> = Vec::new();
+    for step in 0..steps {
+        let op = rng.below(10);
+        if op < 4 || slots.is_empty() {
+            let size = random_size(&mut rng);
+            let (p, zeroed) = match rng.below(4) {
+                0 => (api::calloc(1, size), true),
+                1 => {
+                    let align = 1usize << (4 + rng.below(10));
+                    let p = api::memalign(align, size);
+                    assert_eq!(p as usize % align, 0, "memalign({align}, {size})");
+                    (p, false)
+                }
+                _ => (api::malloc(size), false),
+            };
+            assert!(!p.is_null());
+            assert_eq!(p as usize % 16, 0, "alignment of {size}");
+            // SAFETY: a live block.
+            assert!(unsafe { api::malloc_usable_size(p) } >= size);
+            if zeroed {
+                // SAFETY: `size` bytes.
+                assert!(unsafe { std::slice::from_raw_parts(p, size) }.iter().all(|&b| b == 0));
+            }
+            assert!(!live.contains_key(&(p as usize)), "block handed out twice");
+            let seed = step as u8;
+            pattern(p, size, seed);
+            live.insert(p as usize, (size, seed));
+            slots.push(p as usize);
+        } else {
+            let i = rng.below(slots.len() as u64) as usize;
+            let p = slots.swap_remove(i);
+            let (size, seed) = live.remove(&p).unwrap();
+            assert!(check_pattern(p as *const u8, size, seed), "block {p:#x} of {size} corrupted");
+            if op < 7 {
+                // SAFETY: a live block given up.
+                unsafe { api::free(p as *mut u8) };
+            } else {
+                let new_size = random_size(&mut rng);
+                // SAFETY: a live block.
+                let q = unsafe { api::realloc(p as *mut u8, new_size) };
+                if new_size == 0 {
+                    assert!(q.is_null());
+                    continue;
+                }
+                assert!(!q.is_null());
+                assert!(check_pattern(q, size.min(new_size), seed), "realloc lost contents");
+                pattern(q, new_size, seed);
+                live.insert(q as usize, (new_size, seed));
+                slots.push(q as usize);
+            }
+        }
+        if step % 4096 == 0 {
+            check_my_heap();
+        }
+    }
+    for p in slots {
+        let (size, seed) = live.remove(&p).unwrap();
+        assert!(check_pattern(p as *const u8, size, seed));
+        // SAFETY: a live block given up.
+        unsafe { api::free(p as *mut u8) };
+    }
+    check_my_heap();
+}
+
+#[test]
+fn random_operations_match_a_shadow_model() {
+    thread::spawn(|| random_ops(0x1234_5678, 60_000)).join().unwrap();
+}
+
+#[test]
+fn every_size_up_to_two_mid_classes_is_aligned_and_usable() {
+    thread::spawn(|| {
+        let mut blocks = Vec::new();
+        for size in (0..=5000).chain((5000..=MID_MAX + 5000).step_by(997)) {
+            let p = api::malloc(size);
+            assert!(!p.is_null());
+            assert_eq!(p as usize % if size <= 8 { 8 } else { 16 }, 0);
+            // SAFETY: a live block.
+            let usable = unsafe { api::malloc_usable_size(p) };
+            assert!(usable >= size);
+            // The whole usable size is writable.
+            pattern(p, usable, 3);
+            blocks.push((p, usable));
+        }
+        for (p, usable) in blocks {
+            assert!(check_pattern(p, usable, 3));
+            // SAFETY: a live block given up.
+            unsafe { api::free(p) };
+        }
+        check_my_heap();
+    })
+    .join()
+    .unwrap();
+}
+
+#[test]
+fn cross_thread_frees_come_back_to_the_owner() {
+    let (tx, rx) = mpsc::sync_channel::<Vec<usize>>(4);
+    let consumer = thread::spawn(move || {
+        for batch in rx {
+            for p in batch {
+                assert!(check_pattern(p as *const u8, 48, 9));
+                // SAFETY: live blocks handed to us.
+                unsafe { api::free(p as *mut u8) };
+            }
+        }
+        check_my_heap();
+    });
+    thread::spawn(move || {
+        let mut seen = std::collections::HashSet::new();
+        for _round in 0..200 {
+            let batch: Vec<usize> = (0..500)
+                .map(|_| {
+                    let p = api::malloc(48);
+                    pattern(p, 48, 9);
+                    seen.insert(p as usize);
+                    p as usize
+                })
+                .collect();
+            tx.send(batch).unwrap();
+        }
+        // 100k blocks were allocated, at most ~3000 live at once (bounded
+        // channel):
+        // remotely freed blocks must have been reused.
+        assert!(seen.len() < 40_000, "{} distinct blocks: remote frees not reused", seen.len());
+        check_my_heap();
+    })
+    .join()
+    .unwrap();
+    consumer.join().unwrap();
+}
+
+#[test]
+fn blocks_outlive_their_thread_and_its_segments_are_adopted() {
+    // A thread allocates and exits with live blocks: its segments are
+    // abandoned. Freeing them later, from elsewhere, must work, and new
+    // threads adopt and reuse the memory.
+    for round in 0..20 {
+        let blocks: Vec<usize> = thread::spawn(move || {
+            (0..2000)
+                .map(|i| {
+                    let size = 16 + (i % 64) * 16;
+                    let p = api::malloc(size);
+                    pattern(p, size, round as u8);
+                    p as usize
+                })
+                .collect()
+        })
+        .join()
+        .unwrap();
+        thread::spawn(move || {
+            for (i, p) in blocks.into_iter().enumerate() {
+                let size = 16 + (i % 64) * 16;
+                assert!(check_pattern(p as *const u8, size, round as u8));
+                // SAFETY: live blocks of an exited thread.
+                unsafe { api::free(p as *mut u8) };
+            }
+            check_my_heap();
+        })
+        .join()
+        .unwrap();
+    }
+}
+
+#[test]
+fn thread_caches_of_capacity_zero_and_one_stay_correct() {
+    for cap in [0, 1] {
+        // Capacities apply to threads started after the change.
+        config::set_for_test(config::TCACHE_TINY, cap);
+        config::set_for_test(config::TCACHE_MID, cap);
+        let t = thread::spawn(|| {
+            random_ops(77, 20_000);
+            check_my_heap();
+        });
+        let r = t.join();
+        config::set_for_test(config::TCACHE_TINY, config::FLAGS[config::TCACHE_TINY].default);
+        config::set_for_test(config::TCACHE_MID, config::FLAGS[config::TCACHE_MID].default);
+        r.unwrap();
+    }
+}
+
+#[test]
+fn large_blocks_grow_shrink_and_are_cached() {
+    thread::spawn(|| {
+        let mut size = MID_MAX + 1;
+        let mut p = api::malloc(size);
+        assert_eq!(p as usize % CHUNK, 0, "large blocks start on a chunk");
+        pattern(p, size, 1);
+        // Grow through several chunks, in place and by moving.
+        while size < 40 << 20 {
+            let new = size * 3 / 2;
+            // SAFETY: a live block.
+            let q = unsafe { api::realloc(p, new) };
+            assert!(!q.is_null());
+            assert!(check_pattern(q, size, 1), "growth to {new} lost contents");
+            pattern(q, new, 1);
+            p = q;
+            size = new;
+        }
+        // Shrink back to the mid tier.
+        for new in [10 << 20, 5 << 20, MID_MAX + 1, 5000] {
+            // SAFETY: a live block.
+            let q = unsafe { api::realloc(p, new) };
+            assert!(check_pattern(q, new, 1));
+            p = q;
+        }
+        // SAFETY: a live block given up.
+        unsafe { api::free(p) };
+
+        // Free then malloc of the same size reuses the cached mapping.
+        let a = api::malloc(3 << 20);
+        // SAFETY: a live block given up.
+        unsafe { api::free(a) };
+        assert_eq!(page_map::lookup(a as usize), Entry::LargeFree);
+        let b = api::malloc(3 << 20);
+        assert_eq!(a, b, "cached large block reused");
+        assert_eq!(page_map::lookup(b as usize), Entry::LargeHead { pages: (3 << 20) / PAGE });
+        // SAFETY: a live block given up.
+        unsafe { api::free(b) };
+    })
+    .join()
+    .unwrap();
+}
+
+#[test]
+fn misuse_is_reported_and_ignored() {
+    thread::spawn(|| {
+        let p = api::malloc(64);
+        let q = api::malloc(64);
+        pattern(q, 64, 5);
+        // Interior pointer, double free, wild pointer: each is ignored.
+        // SAFETY: deliberately bad calls, which the API must survive.
+        unsafe {
+            api::free(p.add(16));
+            api::free(p);
+            api::free(p);
+            api::free(0x1000 as *mut u8);
+            assert!(api::realloc(p.add(32), 10).is_null());
+        }
+        // No block is handed out twice after the bad calls.
+        let a = api::malloc(64);
+        let b = api::malloc(64);
+        assert_ne!(a, b);
+        assert!(check_pattern(q, 64, 5));
+        let big = api::malloc(1 << 20);
+        // SAFETY: deliberately bad calls, as above.
+        unsafe {
+            api::free(big.add(PAGE));
+            api::free(big);
+            api::free(big);
+            api::free(a);
+            api::free(b);
+            api::free(q);
+        }
+        check_my_heap();
+    })
+    .join()
+    .unwrap();
+}
+
+#[test]
+fn c_api_edge_cases_follow_glibc() {
+    thread::spawn(|| {
+        // SAFETY: every pointer passed is live or null.
+        unsafe {
+            assert!(!api::malloc(0).is_null());
+            assert_eq!(api::malloc_usable_size(std::ptr::null_mut()), 0);
+            api::free(std::ptr::null_mut());
+            assert!(api::malloc(usize::MAX).is_null());
+            assert_eq!(crate::os::errno(), libc::ENOMEM);
+            assert!(api::calloc(usize::MAX / 2, 3).is_null());
+            let p = api::malloc(100);
+            assert!(api::reallocarray(p, usize::MAX, 2).is_null());
+            assert!(api::realloc(p, 0).is_null());
+            let mut out = std::ptr::null_mut();
+            assert_eq!(api::posix_memalign(&mut out, 24, 8), libc::EINVAL);
+            assert_eq!(api::posix_memalign(&mut out, 4, 8), libc::EINVAL);
+            assert_eq!(api::posix_memalign(&mut out, 1 << 20, 100), 0);
+            assert_eq!(out as usize % (1 << 20), 0);
+            api::free(out);
+            assert!(api::aligned_alloc(3, 10).is_null());
+            let v = api::valloc(10);
+            assert_eq!(v as usize % PAGE, 0);
+            let pv = api::pvalloc(PAGE + 1);
+            assert!(api::malloc_usable_size(pv) >= 2 * PAGE);
+            api::free(v);
+            api::free(pv);
+            let m = api::memalign(48, 100); // rounded up to 64
+            assert_eq!(m as usize % 64, 0);
+            api::free(m);
+        }
+    })
+    .join()
+    .unwrap();
+}

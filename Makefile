@@ -1,0 +1,44 @@
+# hakmem — see README.md. Every target is a thin wrapper over build.sh, cargo
+# and scripts/, so each step can also be run by hand.
+
+SHELL := /bin/bash
+LOOM_DIR := target/loom
+
+.PHONY: all lib demo test test-rust test-loom test-c test-real bench bench-full callgrind clean
+
+all lib:
+	./build.sh
+
+# Build hakmem and run two benchmarks and a Python workload under hakmem and glibc.
+demo:
+	scripts/demo.sh
+
+# Everything CI runs: unit tests, model checks, C tests (preloaded and linked), real programs.
+test: test-rust test-loom test-c test-real
+
+test-rust:
+	cargo test --workspace
+
+test-loom:
+	RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=$(LOOM_DIR) cargo test --release -p hakmem-core --test loom_remote
+
+test-c: lib
+	scripts/test-c.sh
+
+test-real: lib
+	scripts/test-real-programs.sh
+
+# Side-by-side comparison with glibc, mimalloc, jemalloc, tcmalloc -> docs/BENCHMARKS.md
+bench:
+	scripts/bench.sh --quick
+
+bench-full:
+	scripts/bench.sh --full
+
+# Instructions per malloc/free pair, hakmem vs peers (valgrind).
+callgrind:
+	scripts/callgrind.sh
+
+clean:
+	cargo clean
+	rm -rf out
