@@ -1,0 +1,286 @@
+/*
+ * test_flags.c — HAKMEM_* environment flags (hakmem only).
+ *
+ * Each check runs this program again ("/proc/self/exe noop": the same binary,
+ * so both the directly linked build and LD_PRELOAD, which is inherited, work)
+ * with a clean HAKMEM_* environment plus the flag under test, and inspects its
+ * stderr and exit status:
+ *   - a bad value (HAKMEM_TCACHE_TINY=abc, =-1, =99999999, HAKMEM_VERBOSE=2,
+ *     HAKMEM_STATS=yes, ...) gives exactly one line
+ *       "hakmem: HAKMEM_X=VALUE: <reason>; using default N"
+ *     with N the documented default, and exit status 0;
+ *   - valid values (including the range limits) print nothing;
+ *   - HAKMEM_VERBOSE=1 prints "hakmem: " lines at start naming every flag (and
+ *     showing a non-default value that was set);
+ *   - HAKMEM_STATS=1 prints at least one "hakmem: " line at exit.
+ *
+ * Usage: test_flags hakmem   run the checks (the runner passes "hakmem")
+ *        test_flags noop     the child: allocate a little, exit 0
+ *        test_flags          print "skipped"
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+extern char **environ;
+
+static const char *test_name = "test_flags";
+#define END_MARKER "test_flags: noop end"
+
+/* ------------------------------------------------------------------------- */
+/* child: do a little allocation work so a lazily initialising allocator     */
+/* reads its flags, then mark the end of main on stderr.                     */
+
+static void *noop_thread(void *arg)
+{
+    (void)arg;
+    for (int i = 0; i < 100; i++) free(malloc((size_t)i * 100 + 1));
+    return malloc(50); /* freed by main: a cross-thread free */
+}
+
+static int noop(void)
+{
+    void *p[64];
+    for (int i = 0; i < 64; i++) p[i] = malloc((size_t)1 << (i % 23));
+    for (int i = 0; i < 64; i++) free(p[i]);
+    pthread_t t;
+    void *r = NULL;
+    if (pthread_create(&t, NULL, noop_thread, NULL) == 0) pthread_join(t, &r);
+    free(r);
+    fprintf(stderr, "%s\n", END_MARKER);
+    return 0;
+}
+
+/* ------------------------------------------------------------------------- */
+/* parent                                                                    */
+
+typedef struct { char err[65536]; size_t nerr; int status; } result_t;
+
+/* Runs "/proc/self/exe noop" with every HAKMEM_* variable removed from the
+ * environment and the assignments in set[] (NULL-terminated) added. */
+static void spawn_noop(const char *const *set, result_t *res)
+{
+    size_t ne = 0, ns = 0;
+    while (environ[ne]) ne++;
+    while (set[ns]) ns++;
+    char **env = calloc(ne + ns + 1, sizeof *env);
+    size_t k = 0;
+    for (size_t i = 0; i < ne; i++)
+        if (strncmp(environ[i], "HAKMEM_", 7) != 0) env[k++] = environ[i];
+    for (size_t i = 0; i < ns; i++) env[k++] = (char *)set[i];
+    env[k] = NULL;
+
+    int pe[2];
+    if (pipe(pe)) { perror("pipe"); exit(1); }
+    fflush(NULL);
+    pid_t pid = fork();
+    if (pid < 0) { perror("fork"); exit(1); }
+    if (pid == 0) {
+        dup2(pe[1], 2);
+        close(pe[0]);
+        close(pe[1]);
+        alarm(20); /* survives execve: a hang becomes SIGALRM */
+        char *argv[] = { (char *)"test_flags", (char *)"noop", NULL };
+        execve("/proc/self/exe", argv, env);
+        _exit(127);
+    }
+    free(env);
+    close(pe[1]);
+    res->nerr = 0;
+    for (;;) {
+        char tmp[4096];
+        ssize_t r = read(pe[0], tmp, sizeof tmp);
+        if (r < 0 && errno == EINTR) continue;
+        if (r <= 0) break;
+        size_t room = sizeof res->err - 1 - res->nerr;
+        size_t take = (size_t)r < room ? (size_t)r : room;
+        memcpy(res->err + res->nerr, tmp, take);
+        res->nerr += take;
+    }
+    close(pe[0]);
+    res->err[res->nerr] = 0;
+    while (waitpid(pid, &res->status, 0) < 0 && errno == EINTR) {}
+}
+
+/* Iterates over lines: returns the next line start (or NULL), sets *len. */
+static const char *next_line(const char **cur, size_t *len)
+{
+    const char *s = *cur;
+    if (!*s) return NULL;
+    const char *nl = strchr(s, '\n');
+    *len = nl ? (size_t)(nl - s) : strlen(s);
+    *cur = s + *len + (nl ? 1 : 0);
+    return s;
+}
+static int starts_with(const char *line, size_t len, const char *prefix)
+{
+    size_t n = strlen(prefix);
+    return len >= n && !strncmp(line, prefix, n);
+}
+/* Does the line (not NUL-terminated) contain needle? */
+static int line_has(const char *line, size_t len, const char *needle)
+{
+    size_t n = strlen(needle);
+    for (size_t i = 0; i + n <= len; i++)
+        if (!memcmp(line + i, needle, n)) return 1;
+    return 0;
+}
+
+static int failures;
+static void report(const char *what, const char *const *set, const result_t *r)
+{
+    fprintf(stderr, "FAIL %s: env", test_name);
+    for (int i = 0; set[i]; i++) fprintf(stderr, " %s", set[i]);
+    fprintf(stderr, ": %s; status 0x%x\n  child stderr: %s\n", what, r->status, r->nerr ? r->err : "(empty)");
+    failures++;
+}
+static int exited_ok(const result_t *r)
+{
+    return WIFEXITED(r->status) && WEXITSTATUS(r->status) == 0 && strstr(r->err, END_MARKER);
+}
+
+/* A bad value: one diagnostic "hakmem: VAR=VALUE: ...; using default DEF". */
+static void check_bad(const char *var, const char *value, const char *def)
+{
+    static result_t r;
+    char assign[256], prefix[300], tail[64];
+    snprintf(assign, sizeof assign, "%s=%s", var, value);
+    snprintf(prefix, sizeof prefix, "hakmem: %s=%s: ", var, value);
+    snprintf(tail, sizeof tail, "; using default %s", def);
+    const char *set[] = { assign, NULL };
+    spawn_noop(set, &r);
+    if (!exited_ok(&r)) { report("want exit status 0 (and the program to run)", set, &r); return; }
+    const char *cur = r.err, *line;
+    size_t len;
+    int hak = 0, good = 0;
+    while ((line = next_line(&cur, &len))) {
+        if (!starts_with(line, len, "hakmem: ")) continue;
+        hak++;
+        if (starts_with(line, len, prefix) && line_has(line, len, tail)) {
+            /* the default must end the line, or be followed by a non-digit */
+            const char *d = line + len;
+            for (size_t i = 0; i + strlen(tail) <= len; i++)
+                if (!memcmp(line + i, tail, strlen(tail))) d = line + i + strlen(tail);
+            if (d == line + len || !(*d >= '0' && *d <= '9')) good++;
+        }
+    }
+    if (!good) {
+        char msg[512];
+        snprintf(msg, sizeof msg, "no line \"%s<reason>%s\"", prefix, tail);
+        report(msg, set, &r);
+    } else if (hak != 1) {
+        report("want exactly one \"hakmem: \" line", set, &r);
+    }
+}
+
+/* Valid values: silent. */
+static void check_good(const char *assign)
+{
+    static result_t r;
+    const char *set[] = { assign, NULL };
+    spawn_noop(set, &r);
+    if (!exited_ok(&r)) { report("want exit status 0", set, &r); return; }
+    if (strstr(r.err, "hakmem: ")) report("valid value printed a \"hakmem: \" line", set, &r);
+}
+
+static void check_verbose(void)
+{
+    static result_t r;
+    const char *set[] = { "HAKMEM_VERBOSE=1", "HAKMEM_TCACHE_TINY=77", NULL };
+    static const char *flags[] = { "HAKMEM_TCACHE_TINY", "HAKMEM_TCACHE_MID", "HAKMEM_LARGE_CACHE_MB",
+                                   "HAKMEM_PURGE_KB", "HAKMEM_STATS", "HAKMEM_VERBOSE",
+                                   "HAKMEM_ABORT_ON_ERROR" };
+    spawn_noop(set, &r);
+    if (!exited_ok(&r)) { report("want exit status 0", set, &r); return; }
+    const char *marker = strstr(r.err, END_MARKER);
+    for (size_t f = 0; f < sizeof flags / sizeof flags[0]; f++) {
+        const char *cur = r.err, *line;
+        size_t len;
+        int found = 0;
+        while ((line = next_line(&cur, &len)) && line < marker) {
+            if (!starts_with(line, len, "hakmem: ") || !line_has(line, len, flags[f])) continue;
+            /* the table shows the value we set */
+            if (!strcmp(flags[f], "HAKMEM_TCACHE_TINY") && !line_has(line, len, "77")) continue;
+            found = 1;
+        }
+        if (!found) {
+            char msg[200];
+            snprintf(msg, sizeof msg, "no \"hakmem: \" line naming %s%s before main ended", flags[f],
+                     strcmp(flags[f], "HAKMEM_TCACHE_TINY") ? "" : " with value 77");
+            report(msg, set, &r);
+        }
+    }
+    /* every line but our marker is the allocator's, with its prefix */
+    const char *cur = r.err, *line;
+    size_t len;
+    while ((line = next_line(&cur, &len)))
+        if (len && !starts_with(line, len, "hakmem: ") && !starts_with(line, len, END_MARKER)) {
+            report("a verbose line lacks the \"hakmem: \" prefix", set, &r);
+            break;
+        }
+}
+
+static void check_stats(void)
+{
+    static result_t r;
+    const char *set[] = { "HAKMEM_STATS=1", NULL };
+    spawn_noop(set, &r);
+    if (!exited_ok(&r)) { report("want exit status 0", set, &r); return; }
+    const char *after = strstr(r.err, END_MARKER) + strlen(END_MARKER);
+    if (!strstr(after, "hakmem: ")) report("no \"hakmem: \" statistics line at exit", set, &r);
+}
+
+int main(int argc, char **argv)
+{
+    if (argc >= 2 && !strcmp(argv[1], "noop")) return noop();
+    if (argc < 2 || strcmp(argv[1], "hakmem") != 0) {
+        printf("skipped (hakmem-specific; run with argument \"hakmem\")\n");
+        printf("PASS %s\n", test_name);
+        return 0;
+    }
+    /* bad values and the default each falls back to (docs: Flags) */
+    check_bad("HAKMEM_TCACHE_TINY", "abc", "128");
+    check_bad("HAKMEM_TCACHE_TINY", "-1", "128");
+    check_bad("HAKMEM_TCACHE_TINY", "99999999", "128");
+    check_bad("HAKMEM_TCACHE_TINY", "65536", "128");
+    check_bad("HAKMEM_TCACHE_TINY", "12abc", "128");
+    check_bad("HAKMEM_TCACHE_MID", "many", "16");
+    check_bad("HAKMEM_TCACHE_MID", "65536", "16");
+    check_bad("HAKMEM_LARGE_CACHE_MB", "65537", "64");
+    check_bad("HAKMEM_LARGE_CACHE_MB", "1e3", "64");
+    check_bad("HAKMEM_PURGE_KB", "-5", "8192");
+    check_bad("HAKMEM_PURGE_KB", "1048577", "8192");
+    check_bad("HAKMEM_VERBOSE", "2", "0");
+    check_bad("HAKMEM_STATS", "yes", "0");
+    check_bad("HAKMEM_ABORT_ON_ERROR", "on", "0");
+
+    check_good("HAKMEM_TCACHE_TINY=0");
+    check_good("HAKMEM_TCACHE_TINY=65535");
+    check_good("HAKMEM_TCACHE_MID=0");
+    check_good("HAKMEM_TCACHE_MID=65535");
+    check_good("HAKMEM_LARGE_CACHE_MB=0");
+    check_good("HAKMEM_LARGE_CACHE_MB=65536");
+    check_good("HAKMEM_PURGE_KB=0");
+    check_good("HAKMEM_PURGE_KB=1048576");
+    check_good("HAKMEM_VERBOSE=0");
+    check_good("HAKMEM_STATS=0");
+    check_good("HAKMEM_ABORT_ON_ERROR=1");
+
+    check_verbose();
+    check_stats();
+
+    if (failures) {
+        fprintf(stderr, "FAIL %s: %d check(s) failed\n", test_name, failures);
+        return 1;
+    }
+    printf("PASS %s\n", test_name);
+    return 0;
+}
