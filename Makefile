@@ -4,7 +4,7 @@
 SHELL := /bin/bash
 LOOM_DIR := target/loom
 
-.PHONY: all lib demo test test-rust test-loom test-c test-real bench bench-full callgrind clean
+.PHONY: all lib demo test lint test-rust test-loom test-c test-real bench bench-full callgrind clean
 
 all lib:
 	./build.sh
@@ -14,7 +14,12 @@ demo:
 	scripts/demo.sh
 
 # Everything CI runs: unit tests, model checks, C tests (preloaded and linked), real programs.
-test: test-rust test-loom test-c test-real
+test: lint test-rust test-loom test-c test-real
+
+# Every unsafe block documented (clippy::undocumented_unsafe_blocks), no warnings, formatted.
+lint:
+	cargo fmt --all --check
+	CARGO_TARGET_DIR=target/clippy cargo clippy --workspace --all-targets -- -D warnings
 
 test-rust:
 	cargo test --workspace

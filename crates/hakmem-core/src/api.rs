@@ -35,7 +35,8 @@ fn slab_class(p: usize) -> Option<usize> {
     let seg = Segment::of(p);
     // SAFETY: the page map says this chunk is a segment, so its header is
     // mapped; page_info entries are atomics.
-    let info = unsafe { (*seg).page_info[Segment::page_index(p)].load(core::sync::atomic::Ordering::Relaxed) };
+    let info =
+        unsafe { (*seg).page_info[Segment::page_index(p)].load(core::sync::atomic::Ordering::Relaxed) };
     let class = (info & 0xff) as usize;
     if class == 0 {
         return None;

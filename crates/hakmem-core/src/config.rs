@@ -52,7 +52,8 @@ pub static FLAGS: [Flag; 7] = [
         default: 16,
         max: 65535,
         unit: "blocks",
-        meaning: "thread-cache capacity of each mid class (1 KiB < blocks <= 256 KiB), at most 1 MiB per class",
+        meaning:
+            "thread-cache capacity of each mid class (1 KiB < blocks <= 256 KiB), at most 1 MiB per class",
     },
     Flag {
         name: "HAKMEM_LARGE_CACHE_MB\0",
@@ -68,8 +69,20 @@ pub static FLAGS: [Flag; 7] = [
         unit: "KiB",
         meaning: "free slab memory a thread keeps before returning it to the OS",
     },
-    Flag { name: "HAKMEM_STATS\0", default: 0, max: 1, unit: "0|1", meaning: "print statistics to stderr at exit" },
-    Flag { name: "HAKMEM_VERBOSE\0", default: 0, max: 1, unit: "0|1", meaning: "print this table to stderr at start" },
+    Flag {
+        name: "HAKMEM_STATS\0",
+        default: 0,
+        max: 1,
+        unit: "0|1",
+        meaning: "print statistics to stderr at exit",
+    },
+    Flag {
+        name: "HAKMEM_VERBOSE\0",
+        default: 0,
+        max: 1,
+        unit: "0|1",
+        meaning: "print this table to stderr at start",
+    },
     Flag {
         name: "HAKMEM_ABORT_ON_ERROR\0",
         default: 0,
@@ -166,7 +179,9 @@ fn read_slow() {
 }
 
 fn read_flag(flag: &Flag) -> usize {
-    let Some(raw) = os::getenv(flag.name.as_bytes()) else { return flag.default };
+    let Some(raw) = os::getenv(flag.name.as_bytes()) else {
+        return flag.default;
+    };
     match parse(raw, flag.max) {
         Ok(v) => v,
         Err(why) => {

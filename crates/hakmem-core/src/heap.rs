@@ -322,7 +322,8 @@ impl Heap {
         stats::count(&STATS.flushes);
         self.tick();
         let me: *mut Heap = self;
-        let mut batch: (*mut Block, *mut Block, *mut Slab) = (ptr::null_mut(), ptr::null_mut(), ptr::null_mut());
+        let mut batch: (*mut Block, *mut Block, *mut Slab) =
+            (ptr::null_mut(), ptr::null_mut(), ptr::null_mut());
         // SAFETY: each block is live until handed to a slab or remote list;
         // `next` is read before that.
         unsafe {

@@ -57,7 +57,9 @@ fn usable_for(size: usize) -> Option<usize> {
 /// A large block of at least `size` bytes aligned to `align` (a power of
 /// two). Returns the block and whether it is known to be zeroed, or null.
 pub fn alloc(size: usize, align: usize) -> (*mut u8, bool) {
-    let Some(bytes) = usable_for(size) else { return (ptr::null_mut(), false) };
+    let Some(bytes) = usable_for(size) else {
+        return (ptr::null_mut(), false);
+    };
     let pages = bytes / PAGE;
     let chunks = chunks_for(bytes);
     if align <= CHUNK {
@@ -166,24 +168,27 @@ fn cache_take(chunks: usize) -> Option<Cached> {
 /// # Safety
 /// `p` is a live large block of `pages` pages.
 pub unsafe fn realloc(p: *mut u8, pages: usize, new_size: usize) -> *mut u8 {
-    let Some(new_bytes) = usable_for(new_size) else { return ptr::null_mut() };
+    let Some(new_bytes) = usable_for(new_size) else {
+        return ptr::null_mut();
+    };
     let old_bytes = pages * PAGE;
     let old_chunks = chunks_for(old_bytes);
     let new_chunks = chunks_for(new_bytes);
     let base = p as usize;
     let head = Entry::LargeHead { pages: new_bytes / PAGE };
-    // SAFETY (all blocks below): `p` is a live large mapping of `old_chunks`
-    // chunks that the caller owns; ranges purged or unmapped lie past the new
-    // size, inside it.
+    // Below, `p` is a live large mapping of `old_chunks` chunks that the
+    // caller owns; ranges purged or unmapped lie past the new size, inside it.
     if new_chunks <= old_chunks {
         if new_bytes < old_bytes {
             let keep = new_chunks * CHUNK;
             let purge_end = old_bytes.min(keep);
             if purge_end > new_bytes {
+                // SAFETY: past the new size, inside the block: no live data.
                 unsafe { os::purge((base + new_bytes) as *mut u8, purge_end - new_bytes) };
             }
             if new_chunks < old_chunks {
                 page_map::set_large(base + keep, old_chunks - new_chunks, Entry::Foreign);
+                // SAFETY: whole chunks past the new size, no longer in the page map.
                 unsafe { os::unmap((base + keep) as *mut u8, (old_chunks - new_chunks) * CHUNK) };
             }
         }
@@ -191,12 +196,14 @@ pub unsafe fn realloc(p: *mut u8, pages: usize, new_size: usize) -> *mut u8 {
         return p;
     }
     // Grow in place when the address space after the block is free.
+    // SAFETY: `p` is the whole mapping; growing in place moves nothing.
     let grown = unsafe { os::remap(p, old_chunks * CHUNK, new_chunks * CHUNK, ptr::null_mut()) };
     if !grown.is_null() {
         if page_map::set_large(base, new_chunks, head) {
             return p;
         }
         // The page map could not grow: undo.
+        // SAFETY: shrinking back the extension made just above.
         unsafe { os::remap(p, new_chunks * CHUNK, old_chunks * CHUNK, ptr::null_mut()) };
         page_map::set_large(base, old_chunks, Entry::LargeHead { pages });
         return ptr::null_mut();
@@ -207,16 +214,19 @@ pub unsafe fn realloc(p: *mut u8, pages: usize, new_size: usize) -> *mut u8 {
         return dest;
     }
     if !page_map::set_large(dest as usize, new_chunks, head) {
+        // SAFETY: just mapped, never published.
         unsafe { os::unmap(dest, new_chunks * CHUNK) };
         return ptr::null_mut();
     }
     // The old range stops being ours the moment it is moved away: clear its
     // entries first.
     page_map::set_large(base, old_chunks, Entry::Foreign);
+    // SAFETY: `p` is the whole old mapping; `dest` is our fresh reservation.
     let moved = unsafe { os::remap(p, old_chunks * CHUNK, old_chunks * CHUNK, dest) };
     if moved.is_null() {
         page_map::set_large(base, old_chunks, Entry::LargeHead { pages });
         page_map::set_large(dest as usize, new_chunks, Entry::Foreign);
+        // SAFETY: our reservation, unused since the move failed.
         unsafe { os::unmap(dest, new_chunks * CHUNK) };
         return ptr::null_mut();
     }

@@ -19,6 +19,12 @@ pub struct Queue<T> {
     pub tail: *mut T,
 }
 
+impl<T: Linked> Default for Queue<T> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl<T: Linked> Queue<T> {
     pub const fn new() -> Self {
         Queue { head: ptr::null_mut(), tail: ptr::null_mut() }

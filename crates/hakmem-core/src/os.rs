@@ -54,7 +54,9 @@ pub fn map_aligned(size: usize, align: usize) -> *mut u8 {
     }
     // SAFETY: [p, p+size) was mapped just above and is not in use.
     unsafe { unmap(p, size) };
-    let Some(total) = size.checked_add(align) else { return ptr::null_mut() };
+    let Some(total) = size.checked_add(align) else {
+        return ptr::null_mut();
+    };
     let raw = map(total);
     if raw.is_null() {
         return raw;

@@ -10,10 +10,10 @@
 //! link is stored so that `loom` can model-check it (tests/loom_remote.rs)
 //! with nodes whose link is a loom atomic.
 
-#[cfg(loom)]
-use loom::sync::atomic::{AtomicPtr, Ordering};
 #[cfg(not(loom))]
 use core::sync::atomic::{AtomicPtr, Ordering};
+#[cfg(loom)]
+use loom::sync::atomic::{AtomicPtr, Ordering};
 
 /// Where a node keeps its "next" pointer.
 ///
@@ -31,6 +31,12 @@ pub unsafe trait Link {
 
 pub struct RemoteList<T: Link> {
     head: AtomicPtr<T>,
+}
+
+impl<T: Link> Default for RemoteList<T> {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 impl<T: Link> RemoteList<T> {
@@ -131,7 +137,12 @@ mod tests {
                         // Alternate single pushes and chains of three.
                         let n = if i % 2 == 0 { 1 } else { 3.min(PER - i) };
                         let nodes: Vec<*mut Node> = (0..n)
-                            .map(|k| Box::into_raw(Box::new(Node { next: std::ptr::null_mut(), value: t * PER + i + k })))
+                            .map(|k| {
+                                Box::into_raw(Box::new(Node {
+                                    next: std::ptr::null_mut(),
+                                    value: t * PER + i + k,
+                                }))
+                            })
                             .collect();
                         for w in nodes.windows(2) {
                             // SAFETY: fresh nodes we own.

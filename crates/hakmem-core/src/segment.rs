@@ -295,9 +295,8 @@ pub fn adopt(heap: *mut Heap) -> *mut Segment {
         s
     };
     // SAFETY: the segment is mapped; the CAS makes us its one owner.
-    let claimed = unsafe {
-        (*seg).owner.compare_exchange(ptr::null_mut(), heap, Ordering::Acquire, Ordering::Relaxed)
-    };
+    let claimed =
+        unsafe { (*seg).owner.compare_exchange(ptr::null_mut(), heap, Ordering::Acquire, Ordering::Relaxed) };
     debug_assert!(claimed.is_ok(), "abandoned segments have no owner");
     stats::count(&STATS.segments_adopted);
     seg

@@ -193,7 +193,7 @@ mod tests {
     fn class_of_is_the_smallest_fitting_class() {
         for size in 0..=MID_MAX {
             let c = class_of(size);
-            assert!(c >= 1 && c < NUM_CLASSES);
+            assert!((1..NUM_CLASSES).contains(&c));
             assert!(STRIDE[c] as usize >= size, "size {size}");
             if c > 1 {
                 assert!((STRIDE[c - 1] as usize) < size.max(1), "size {size} class {c}");

@@ -6,6 +6,7 @@
 //!   segment, without atomics;
 //! - `remote`: blocks freed by other threads, pushed atomically, taken in one
 //!   swap by the owner (`collect_remote`).
+//!
 //! Blocks past `bump` have never been handed out; they are carved lazily so a
 //! fresh slab costs nothing until used.
 //!

@@ -6,12 +6,13 @@
 //! allocate behind the allocator's back; a panic (which the core is written
 //! never to raise) aborts.
 
-#![no_std]
+#![cfg_attr(not(test), no_std)]
 #![allow(clippy::missing_safety_doc)]
 
 use core::ffi::c_void;
 use hakmem_core::api;
 
+#[cfg(not(test))]
 #[panic_handler]
 fn panic(_: &core::panic::PanicInfo<'_>) -> ! {
     hakmem_core::os::write_stderr(b"hakmem: internal error (panic); aborting\n");
