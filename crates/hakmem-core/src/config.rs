@@ -53,7 +53,7 @@ pub static FLAGS: [Flag; 7] = [
         max: 65535,
         unit: "blocks",
         meaning:
-            "thread-cache capacity of each mid class (1 KiB < blocks <= 256 KiB), at most 1 MiB per class",
+            "thread-cache capacity of each mid class (1 KiB < blocks <= 256 KiB), at most 256 KiB of blocks per class",
     },
     Flag {
         name: "HAKMEM_LARGE_CACHE_MB\0",

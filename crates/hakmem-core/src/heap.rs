@@ -23,7 +23,7 @@ use crate::config;
 use crate::list::{Linked, Queue};
 use crate::os;
 use crate::segment::{self, Segment, PAGES};
-use crate::size_class::{NUM_CLASSES, SLAB_PAGE};
+use crate::size_class::NUM_CLASSES;
 use crate::slab::{free_key, Block, Slab, SlabList};
 use crate::stats::{self, STATS};
 use crate::sync::Lock;
@@ -122,7 +122,8 @@ impl Heap {
     }
 
     /// One block of `class` for the caller, plus a chain of up to `want` more
-    /// (null-terminated, ascending addresses) for the thread cache.
+    /// (null-terminated) for the thread cache; a slab's whole local list is
+    /// taken at once when it holds at most `2 * want` blocks.
     /// Returns `(block, chain, chain_len)`; block is null when out of memory.
     pub fn refill(&mut self, class: usize, want: u32) -> (*mut Block, *mut Block, u32) {
         stats::count(&STATS.refills);
@@ -136,9 +137,14 @@ impl Heap {
             let s = &mut *slab;
             let first = s.pop();
             debug_assert!(!first.is_null());
-            let mut head: *mut Block = ptr::null_mut();
+            let (mut head, mut n) = (ptr::null_mut(), 0);
+            if want > 0 && s.free_count <= 2 * want {
+                (head, n) = s.take_local_list();
+            }
+            // Top up from never-carved blocks, then from remote frees,
+            // keeping carved blocks in address order ahead of the list.
+            let mut top: *mut Block = ptr::null_mut();
             let mut tail: *mut Block = ptr::null_mut();
-            let mut n = 0;
             while n < want {
                 let b = s.pop();
                 if b.is_null() {
@@ -148,7 +154,7 @@ impl Heap {
                     continue;
                 }
                 if tail.is_null() {
-                    head = b;
+                    top = b;
                 } else {
                     (*tail).next = b;
                 }
@@ -156,7 +162,8 @@ impl Heap {
                 n += 1;
             }
             if !tail.is_null() {
-                (*tail).next = ptr::null_mut();
+                (*tail).next = head;
+                head = top;
             }
             if !s.has_local_free() && s.remote.is_empty() {
                 self.move_to(slab, SlabList::Full);
@@ -271,6 +278,7 @@ impl Heap {
             // SAFETY: acquire gave us an unowned, empty segment.
             unsafe {
                 (*seg).owner.store(me, Ordering::Relaxed);
+                self.dirty_bytes += (*seg).dirty_bytes();
                 self.segments.push_front(seg);
             }
         }
@@ -285,6 +293,7 @@ impl Heap {
         // (the previous owner left them so before abandoning it).
         unsafe {
             let sg = &mut *seg;
+            self.dirty_bytes += sg.dirty_bytes();
             let mut i = 1;
             while i < PAGES {
                 let Some(slab) = sg.slab_at(i) else {
@@ -396,8 +405,7 @@ impl Heap {
             self.dirty_bytes += (*seg).release_slab(idx);
             if (*seg).live_slabs == 0 && self.segments.head != self.segments.tail {
                 self.segments.remove(seg);
-                self.dirty_bytes =
-                    self.dirty_bytes.saturating_sub((*seg).dirty_pages.count_ones() as usize * SLAB_PAGE);
+                self.dirty_bytes = self.dirty_bytes.saturating_sub((*seg).dirty_bytes());
                 segment::release(seg);
             } else if was_full {
                 self.segments.remove(seg);
@@ -436,8 +444,9 @@ impl Heap {
         }
     }
 
-    /// Drain every slab's remote list, release empty slabs (all of them when
-    /// `all`, else keeping each class's last available one) and purge.
+    /// Drain every slab's remote list and release empty slabs (all of them
+    /// when `all`, else keeping each class's last available one), then purge
+    /// if over the limit.
     pub fn collect(&mut self, all: bool) {
         for class in 1..NUM_CLASSES {
             for full in [false, true] {
@@ -463,15 +472,13 @@ impl Heap {
                 }
             }
         }
-        if all {
-            self.purge();
-        } else {
-            self.maybe_purge();
-        }
+        self.maybe_purge();
     }
 
     /// The thread is exiting and its cache is flushed: release what is empty,
-    /// give the rest to the abandoned list for another heap to adopt.
+    /// give the rest to the abandoned list for another heap to adopt. Dirty
+    /// pages go along (the cache or the adopter accounts for them), so a
+    /// short-lived thread costs no purge.
     pub fn teardown(&mut self) {
         self.collect(true);
         loop {

@@ -149,16 +149,32 @@ unsafe fn release(p: *mut u8, chunks: usize) {
     unsafe { os::unmap(p, chunks * CHUNK) };
 }
 
+/// The smallest cached block of at least `chunks` chunks (newest first among
+/// equals, its pages are the likeliest to be warm), cut down to `chunks`.
 fn cache_take(chunks: usize) -> Option<Cached> {
     let mut c = CACHE.lock();
-    // Newest first: its pages are the likeliest to be warm.
-    let i = (0..c.len).rev().find(|&i| c.slots[i].chunks == chunks)?;
+    let mut best: Option<usize> = None;
+    for i in (0..c.len).rev() {
+        let n = c.slots[i].chunks;
+        if n >= chunks && best.is_none_or(|b| n < c.slots[b].chunks) {
+            best = Some(i);
+            if n == chunks {
+                break;
+            }
+        }
+    }
+    let i = best?;
     let e = c.slots[i];
     let len = c.len;
     c.slots.copy_within(i + 1..len, i);
     c.len -= 1;
     c.bytes -= e.touched;
-    Some(e)
+    drop(c);
+    if e.chunks > chunks {
+        // SAFETY: the surplus chunks are free memory of this cached block.
+        unsafe { release((e.base + chunks * CHUNK) as *mut u8, e.chunks - chunks) };
+    }
+    Some(Cached { base: e.base, chunks, touched: e.touched.min(chunks * CHUNK) })
 }
 
 /// Resize a large block in place or by moving its pages. Returns the block

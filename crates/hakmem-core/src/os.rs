@@ -5,6 +5,7 @@
 //! where noted, so they may be called from inside `malloc`.
 
 use core::ptr;
+use core::sync::atomic::{AtomicUsize, Ordering};
 
 /// The hardware page size on Linux x86_64.
 pub const PAGE: usize = 4096;
@@ -42,21 +43,41 @@ pub fn map(size: usize) -> *mut u8 {
     }
 }
 
+/// Where the last aligned mapping started: the kernel hands out address
+/// space top-down, so the range just below it is usually free.
+static ALIGNED_HINT: AtomicUsize = AtomicUsize::new(0);
+
 /// Map `size` bytes aligned to `align` (a power of two >= [`PAGE`]).
-/// Over-maps by `align` and trims both ends, so the result is exactly
-/// `[p, p + size)`. Returns null on failure.
+/// First tries the aligned range just below the previous aligned mapping
+/// (one system call); otherwise over-maps by `align` and trims both ends.
+/// Returns null on failure.
 pub fn map_aligned(size: usize, align: usize) -> *mut u8 {
     debug_assert!(align.is_power_of_two() && align >= PAGE && size % PAGE == 0);
-    // The kernel often returns an aligned address right away for large maps.
-    let p = map(size);
-    if p.is_null() || (p as usize) & (align - 1) == 0 {
-        return p;
+    let hint = ALIGNED_HINT.load(Ordering::Relaxed);
+    if hint > size + align {
+        let want = (hint - size) & !(align - 1);
+        // SAFETY: MAP_FIXED_NOREPLACE never replaces an existing mapping; it
+        // fails (or, on kernels without it, lands elsewhere) instead.
+        let p = unsafe {
+            libc::mmap(
+                want as *mut libc::c_void,
+                size,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE | libc::MAP_FIXED_NOREPLACE,
+                -1,
+                0,
+            )
+        };
+        if p as usize == want {
+            ALIGNED_HINT.store(want, Ordering::Relaxed);
+            return p as *mut u8;
+        }
+        if p != libc::MAP_FAILED {
+            // SAFETY: a mapping made just above that we do not use.
+            unsafe { unmap(p as *mut u8, size) };
+        }
     }
-    // SAFETY: [p, p+size) was mapped just above and is not in use.
-    unsafe { unmap(p, size) };
-    let Some(total) = size.checked_add(align) else {
-        return ptr::null_mut();
-    };
+    let Some(total) = size.checked_add(align) else { return ptr::null_mut() };
     let raw = map(total);
     if raw.is_null() {
         return raw;
@@ -74,6 +95,7 @@ pub fn map_aligned(size: usize, align: usize) -> *mut u8 {
             unmap((start + size) as *mut u8, tail);
         }
     }
+    ALIGNED_HINT.store(start, Ordering::Relaxed);
     start as *mut u8
 }
 

@@ -12,13 +12,15 @@
 //! in a segment belongs to one heap (its owner); a segment whose thread
 //! exited is *abandoned* (owner null) until another heap adopts it with a CAS.
 //!
-//! Released segments are kept decommitted in a small global cache (so a stale
-//! pointer into one is still recognised and reported) or unmapped.
+//! Released segments are kept in a small global cache (so a stale pointer into
+//! one is still recognised and reported, and a new thread reuses warm pages),
+//! or unmapped.
 
 use core::ptr;
 use core::sync::atomic::{AtomicPtr, AtomicU16, Ordering};
 
 use crate::heap::Heap;
+use crate::config;
 use crate::os;
 use crate::page_map::{self, Entry, CHUNK, CHUNK_MASK};
 use crate::size_class::{SLAB_PAGE, SLAB_PAGES, SLAB_PAGE_SHIFT};
@@ -149,6 +151,11 @@ impl Segment {
         total
     }
 
+    /// Free bytes not yet given back to the OS.
+    pub fn dirty_bytes(&self) -> usize {
+        self.dirty_pages.count_ones() as usize * SLAB_PAGE
+    }
+
     /// Index of a slab descriptor within this segment.
     pub fn slab_index(&self, slab: *const Slab) -> usize {
         (slab as usize - self.slabs.as_ptr() as usize) / core::mem::size_of::<Slab>()
@@ -190,68 +197,78 @@ fn run_mask(first: usize, n: usize) -> u64 {
 struct SegmentList {
     head: *mut Segment,
     len: usize,
+    /// Dirty (still committed) free bytes in the listed segments.
+    dirty: usize,
 }
 
 // SAFETY: the raw pointers are only followed under the lock.
 unsafe impl Send for SegmentList {}
 
 /// Decommitted free segments, ready for reuse.
-static CACHE: Lock<SegmentList> = Lock::new(SegmentList { head: ptr::null_mut(), len: 0 });
+static CACHE: Lock<SegmentList> = Lock::new(SegmentList { head: ptr::null_mut(), len: 0, dirty: 0 });
 /// Segments whose heap's thread exited while they still held live blocks.
-static ABANDONED: Lock<SegmentList> = Lock::new(SegmentList { head: ptr::null_mut(), len: 0 });
+static ABANDONED: Lock<SegmentList> = Lock::new(SegmentList { head: ptr::null_mut(), len: 0, dirty: 0 });
 
-/// Get an empty segment (all slab pages free and clean) owned by nobody.
+/// Get an empty segment (all slab pages free) owned by nobody. A segment
+/// from the cache may still have dirty pages (`dirty_pages`), which the new
+/// owner accounts for.
 pub fn acquire() -> *mut Segment {
     let cached = {
         let mut c = CACHE.lock();
         let s = c.head;
         if !s.is_null() {
             // SAFETY: cached segments are mapped and only linked here.
-            c.head = unsafe { (*s).next };
+            unsafe {
+                c.head = (*s).next;
+                c.dirty -= (*s).dirty_bytes();
+            }
             c.len -= 1;
         }
         s
     };
-    let seg = if cached.is_null() {
-        let p = os::map_aligned(CHUNK, CHUNK) as *mut Segment;
-        if p.is_null() {
-            return p;
+    if !cached.is_null() {
+        // SAFETY: taken off the cache: an empty segment nobody references.
+        unsafe {
+            (*cached).next = ptr::null_mut();
+            (*cached).prev = ptr::null_mut();
         }
-        if !page_map::set(p as usize, Entry::Segment) {
-            // SAFETY: just mapped, not published.
-            unsafe { os::unmap(p as *mut u8, CHUNK) };
-            return ptr::null_mut();
-        }
-        stats::count(&STATS.segments_mapped);
-        p
-    } else {
-        cached
-    };
-    // SAFETY: the segment is mapped and nobody else references it; a fresh
-    // mapping is zeroed, a cached one had all its slabs released.
+        return cached;
+    }
+    let seg = os::map_aligned(CHUNK, CHUNK) as *mut Segment;
+    if seg.is_null() {
+        return seg;
+    }
+    if !page_map::set(seg as usize, Entry::Segment) {
+        // SAFETY: just mapped, not published.
+        unsafe { os::unmap(seg as *mut u8, CHUNK) };
+        return ptr::null_mut();
+    }
+    stats::count(&STATS.segments_mapped);
+    // SAFETY: a fresh, zeroed mapping that nobody else references; zero is
+    // a valid state for every other header field.
     unsafe {
-        (*seg).owner.store(ptr::null_mut(), Ordering::Relaxed);
         (*seg).free_pages = ALL_SLAB_PAGES;
-        (*seg).dirty_pages = 0;
-        (*seg).live_slabs = 0;
-        (*seg).next = ptr::null_mut();
-        (*seg).prev = ptr::null_mut();
     }
     seg
 }
 
-/// Give back a segment with no live slab: purge it and cache or unmap it.
+/// Give back a segment with no live slab: keep it in the cache (purged only
+/// when the cache's dirty memory would exceed HAKMEM_PURGE_KB), or unmap it.
 ///
 /// # Safety
 /// `seg` has no live slab, and no heap links to it any more.
 pub unsafe fn release(seg: *mut Segment) {
+    let limit = config::get(config::PURGE_KB).saturating_mul(1024);
     // SAFETY: the caller gives us sole access to an empty segment.
     unsafe {
         debug_assert_eq!((*seg).live_slabs, 0);
-        (*seg).purge();
         (*seg).owner.store(ptr::null_mut(), Ordering::Release);
         let mut c = CACHE.lock();
         if c.len < SEGMENT_CACHE_MAX {
+            if c.dirty + (*seg).dirty_bytes() > limit {
+                (*seg).purge();
+            }
+            c.dirty += (*seg).dirty_bytes();
             (*seg).next = c.head;
             c.head = seg;
             c.len += 1;

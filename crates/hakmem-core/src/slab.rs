@@ -69,7 +69,10 @@ pub enum SlabList {
     Full,
 }
 
-#[repr(C)]
+/// A slab descriptor: the owner's fields fill the first cache line; the
+/// remote list, which other threads write, has a line of its own so that
+/// their pushes do not slow the owner's refills (false sharing).
+#[repr(C, align(64))]
 pub struct Slab {
     /// Local free list (owner only).
     pub free: *mut Block,
@@ -77,6 +80,8 @@ pub struct Slab {
     pub base: *mut u8,
     /// Blocks not on the local list: in use, in thread caches, or on `remote`.
     pub used: u32,
+    /// Blocks on the local list.
+    pub free_count: u32,
     /// Blocks `[0, bump)` have been carved.
     pub bump: u32,
     pub capacity: u32,
@@ -88,8 +93,21 @@ pub struct Slab {
     pub next: *mut Slab,
     pub prev: *mut Slab,
     /// Blocks freed by other threads.
-    pub remote: RemoteList<Block>,
+    pub remote: CacheLine<RemoteList<Block>>,
 }
+
+/// A value alone on its cache line.
+#[repr(C, align(64))]
+pub struct CacheLine<T>(pub T);
+
+impl<T> core::ops::Deref for CacheLine<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.0
+    }
+}
+
+const _: () = assert!(core::mem::offset_of!(Slab, remote) == 64);
 
 impl Slab {
     /// Start serving `class` from `base` (slab-page aligned).
@@ -97,6 +115,7 @@ impl Slab {
         self.free = ptr::null_mut();
         self.base = base;
         self.used = 0;
+        self.free_count = 0;
         self.bump = 0;
         self.capacity = CAPACITY[class];
         self.stride = STRIDE[class];
@@ -121,6 +140,7 @@ impl Slab {
         if !b.is_null() {
             // SAFETY: blocks on the local list are free blocks of this slab.
             self.free = unsafe { (*b).next };
+            self.free_count -= 1;
         } else if self.bump < self.capacity {
             // SAFETY: block `bump` lies inside the slab's pages.
             let p = unsafe { self.base.add(self.bump as usize * self.stride as usize) };
@@ -147,7 +167,17 @@ impl Slab {
             (*b).key = free_key();
         }
         self.free = b;
+        self.free_count += 1;
         self.used -= 1;
+    }
+
+    /// Take the whole local list at once (owner only): its head and length.
+    pub fn take_local_list(&mut self) -> (*mut Block, u32) {
+        let r = (self.free, self.free_count);
+        self.used += self.free_count;
+        self.free = ptr::null_mut();
+        self.free_count = 0;
+        r
     }
 
     /// Move every remotely freed block to the local list (owner only).
@@ -169,6 +199,7 @@ impl Slab {
             (*tail).next = self.free;
         }
         self.free = chain;
+        self.free_count += n;
         debug_assert!(self.used >= n);
         self.used -= n;
         n
@@ -199,6 +230,7 @@ impl Slab {
             // SAFETY: blocks on the local list are free blocks of this slab.
             b = unsafe { (*b).next };
         }
+        assert_eq!(n, self.free_count, "free_count counts the local list");
         assert_eq!(self.used + n, self.bump, "used + free == carved");
     }
 }

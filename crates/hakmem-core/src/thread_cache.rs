@@ -177,15 +177,19 @@ pub unsafe fn free_slow(b: *mut Block, class: usize) {
     }
 }
 
+/// Bytes of blocks one mid-class bin may hold at most.
+const MID_CACHE_BYTES: usize = 256 * 1024;
+
 /// Capacity of the bin of `class` from the configuration: tiny classes use
-/// HAKMEM_TCACHE_TINY, mid classes HAKMEM_TCACHE_MID bounded to 1 MiB of
-/// blocks (but at least one block when the flag is non-zero).
+/// HAKMEM_TCACHE_TINY, mid classes HAKMEM_TCACHE_MID bounded to
+/// `MID_CACHE_BYTES` of blocks (but at least one block when the flag is
+/// non-zero).
 pub fn capacity(class: usize) -> u32 {
     if is_tiny(class) {
         config::get(config::TCACHE_TINY) as u32
     } else {
         let flag = config::get(config::TCACHE_MID);
-        let by_bytes = ((1usize << 20) / STRIDE[class] as usize).max(1);
+        let by_bytes = (MID_CACHE_BYTES / STRIDE[class] as usize).max(1);
         flag.min(by_bytes) as u32
     }
 }
@@ -297,6 +301,7 @@ pub fn trim() {
             }
         }
         (*heap).collect(true);
+        (*heap).purge();
     }
 }
 
