@@ -196,7 +196,7 @@ static void check_verbose(void)
     static result_t r;
     const char *set[] = { "HAKMEM_VERBOSE=1", "HAKMEM_TCACHE_TINY=77", NULL };
     static const char *flags[] = { "HAKMEM_TCACHE_TINY", "HAKMEM_TCACHE_MID", "HAKMEM_LARGE_CACHE_MB",
-                                   "HAKMEM_PURGE_KB", "HAKMEM_STATS", "HAKMEM_VERBOSE",
+                                   "HAKMEM_PURGE_KB", "HAKMEM_PURGE_DELAY_MS", "HAKMEM_STATS", "HAKMEM_VERBOSE",
                                    "HAKMEM_ABORT_ON_ERROR" };
     spawn_noop(set, &r);
     if (!exited_ok(&r)) { report("want exit status 0", set, &r); return; }
@@ -256,8 +256,10 @@ int main(int argc, char **argv)
     check_bad("HAKMEM_TCACHE_MID", "65536", "16");
     check_bad("HAKMEM_LARGE_CACHE_MB", "65537", "64");
     check_bad("HAKMEM_LARGE_CACHE_MB", "1e3", "64");
-    check_bad("HAKMEM_PURGE_KB", "-5", "8192");
-    check_bad("HAKMEM_PURGE_KB", "1048577", "8192");
+    check_bad("HAKMEM_PURGE_KB", "-5", "65536");
+    check_bad("HAKMEM_PURGE_KB", "1048577", "65536");
+    check_bad("HAKMEM_PURGE_DELAY_MS", "10ms", "10");
+    check_bad("HAKMEM_PURGE_DELAY_MS", "60001", "10");
     check_bad("HAKMEM_VERBOSE", "2", "0");
     check_bad("HAKMEM_STATS", "yes", "0");
     check_bad("HAKMEM_ABORT_ON_ERROR", "on", "0");
@@ -270,6 +272,8 @@ int main(int argc, char **argv)
     check_good("HAKMEM_LARGE_CACHE_MB=65536");
     check_good("HAKMEM_PURGE_KB=0");
     check_good("HAKMEM_PURGE_KB=1048576");
+    check_good("HAKMEM_PURGE_DELAY_MS=0");
+    check_good("HAKMEM_PURGE_DELAY_MS=60000");
     check_good("HAKMEM_VERBOSE=0");
     check_good("HAKMEM_STATS=0");
     check_good("HAKMEM_ABORT_ON_ERROR=1");

@@ -34,12 +34,13 @@ pub const TCACHE_TINY: usize = 0;
 pub const TCACHE_MID: usize = 1;
 pub const LARGE_CACHE_MB: usize = 2;
 pub const PURGE_KB: usize = 3;
-pub const STATS: usize = 4;
-pub const VERBOSE: usize = 5;
-pub const ABORT_ON_ERROR: usize = 6;
+pub const PURGE_DELAY_MS: usize = 4;
+pub const STATS: usize = 5;
+pub const VERBOSE: usize = 6;
+pub const ABORT_ON_ERROR: usize = 7;
 
 /// Every flag hakmem reads. docs/ENV.md documents the same rows.
-pub static FLAGS: [Flag; 7] = [
+pub static FLAGS: [Flag; 8] = [
     Flag {
         name: "HAKMEM_TCACHE_TINY\0",
         default: 128,
@@ -53,7 +54,7 @@ pub static FLAGS: [Flag; 7] = [
         max: 65535,
         unit: "blocks",
         meaning:
-            "thread-cache capacity of each mid class (1 KiB < blocks <= 256 KiB), at most 256 KiB of blocks per class",
+            "thread-cache capacity of each mid class (1 KiB < blocks <= 256 KiB), at most 64 KiB of blocks per class",
     },
     Flag {
         name: "HAKMEM_LARGE_CACHE_MB\0",
@@ -64,10 +65,17 @@ pub static FLAGS: [Flag; 7] = [
     },
     Flag {
         name: "HAKMEM_PURGE_KB\0",
-        default: 8192,
+        default: 65536,
         max: 1 << 20,
         unit: "KiB",
-        meaning: "free slab memory a thread keeps before returning it to the OS",
+        meaning: "free slab memory a thread keeps at most; past it, memory goes back to the OS at once",
+    },
+    Flag {
+        name: "HAKMEM_PURGE_DELAY_MS\0",
+        default: 10,
+        max: 60_000,
+        unit: "ms",
+        meaning: "free slab memory unused for this long (one to two periods) goes back to the OS",
     },
     Flag {
         name: "HAKMEM_STATS\0",
@@ -92,11 +100,12 @@ pub static FLAGS: [Flag; 7] = [
     },
 ];
 
-static VALUES: [AtomicUsize; 7] = [
+static VALUES: [AtomicUsize; 8] = [
     AtomicUsize::new(128),
     AtomicUsize::new(16),
     AtomicUsize::new(64),
-    AtomicUsize::new(8192),
+    AtomicUsize::new(65536),
+    AtomicUsize::new(10),
     AtomicUsize::new(0),
     AtomicUsize::new(0),
     AtomicUsize::new(0),

@@ -62,6 +62,8 @@ pub struct Heap {
     segments: Queue<Segment>,
     /// Free slab memory not yet given back to the OS.
     dirty_bytes: usize,
+    /// When the current purge epoch started (coarse monotonic ns).
+    epoch: u64,
     ticks: u32,
     /// Link in the heap pool's free list.
     pool_next: *mut Heap,
@@ -112,6 +114,7 @@ impl Heap {
             classes: [const { ClassSlabs { available: Queue::new(), full: Queue::new() } }; NUM_CLASSES],
             segments: Queue::new(),
             dirty_bytes: 0,
+            epoch: 0,
             ticks: 0,
             pool_next: ptr::null_mut(),
         }
@@ -376,13 +379,11 @@ impl Heap {
         unsafe {
             (*slab).push_local(b);
             if (*slab).used == 0 {
-                let c = &self.classes[(*slab).class as usize];
-                // Keep a class's last available slab, so that one block
-                // going back and forth does not create and release slabs.
-                let last = c.available.head == slab && c.available.tail == slab;
-                if !last {
-                    self.release_slab(slab);
-                }
+                // Empty: to the back of the class, so partly used slabs fill
+                // up first. It is released by the next `collect` if it is
+                // still empty then, so that a slab emptied and refilled in a
+                // moment is not released and recreated (and refaulted).
+                self.move_to(slab, SlabList::Available);
             } else if (*slab).list == SlabList::Full {
                 self.move_to(slab, SlabList::Available);
             }
@@ -415,9 +416,39 @@ impl Heap {
         self.maybe_purge();
     }
 
+    /// Decay: free pages dirty for a whole epoch (HAKMEM_PURGE_DELAY_MS) go
+    /// back to the OS; pages reused meanwhile never pay for a purge and a
+    /// refault. Over HAKMEM_PURGE_KB, dirty pages go back at once until half
+    /// of it remains.
     fn maybe_purge(&mut self) {
-        if self.dirty_bytes > Self::purge_limit() {
-            self.purge();
+        if self.dirty_bytes == 0 {
+            return;
+        }
+        let limit = Self::purge_limit();
+        if self.dirty_bytes > limit {
+            let mut seg = self.segments.head;
+            while !seg.is_null() && self.dirty_bytes > limit / 2 {
+                // SAFETY: segments on our queue are owned by this heap.
+                unsafe {
+                    self.dirty_bytes = self.dirty_bytes.saturating_sub((*seg).purge());
+                    seg = Queue::next(seg);
+                }
+            }
+            return;
+        }
+        let delay = config::get(config::PURGE_DELAY_MS) as u64 * 1_000_000;
+        let now = os::coarse_now_ns();
+        if now.wrapping_sub(self.epoch) < delay {
+            return;
+        }
+        self.epoch = now;
+        let mut seg = self.segments.head;
+        while !seg.is_null() {
+            // SAFETY: segments on our queue are owned by this heap.
+            unsafe {
+                self.dirty_bytes = self.dirty_bytes.saturating_sub((*seg).purge_aged());
+                seg = Queue::next(seg);
+            }
         }
     }
 
@@ -445,10 +476,10 @@ impl Heap {
     }
 
     /// Drain every slab's remote list and release empty slabs (all of them
-    /// when `all`, else keeping each class's last available one), then purge
-    /// if over the limit.
+    /// when `all`, else all but one per class), then purge if over the limit.
     pub fn collect(&mut self, all: bool) {
         for class in 1..NUM_CLASSES {
+            let mut kept_empty = all;
             for full in [false, true] {
                 let c = &self.classes[class];
                 let mut s = if full { c.full.head } else { c.available.head };
@@ -459,10 +490,11 @@ impl Heap {
                         let next = Queue::next(s);
                         let got = (*s).collect_remote();
                         if (*s).used == 0 {
-                            let c = &self.classes[class];
-                            let last = c.available.head == s && c.available.tail == s;
-                            if all || !last {
+                            if kept_empty {
                                 self.release_slab(s);
+                            } else {
+                                kept_empty = true;
+                                self.move_to(s, SlabList::Available);
                             }
                         } else if got > 0 && full {
                             self.move_to(s, SlabList::Available);

@@ -19,8 +19,8 @@
 use core::ptr;
 use core::sync::atomic::{AtomicPtr, AtomicU16, Ordering};
 
-use crate::heap::Heap;
 use crate::config;
+use crate::heap::Heap;
 use crate::os;
 use crate::page_map::{self, Entry, CHUNK, CHUNK_MASK};
 use crate::size_class::{SLAB_PAGE, SLAB_PAGES, SLAB_PAGE_SHIFT};
@@ -43,6 +43,9 @@ pub struct Segment {
     pub free_pages: u64,
     /// Free pages whose memory has not been given back to the OS yet.
     pub dirty_pages: u64,
+    /// Dirty pages that were already dirty at the owner's last purge epoch:
+    /// free for at least HAKMEM_PURGE_DELAY_MS, due to be purged.
+    pub aged_pages: u64,
     pub live_slabs: u32,
     /// Links of the owner heap's segment list, or of a global list.
     pub next: *mut Segment,
@@ -105,6 +108,7 @@ impl Segment {
         let dirty = (self.dirty_pages & mask).count_ones() as usize * SLAB_PAGE;
         self.free_pages &= !mask;
         self.dirty_pages &= !mask;
+        self.aged_pages &= !mask;
         self.live_slabs += 1;
         let info = class as u16 | (first as u16) << 8;
         for i in first..first + n {
@@ -137,7 +141,19 @@ impl Segment {
 
     /// Give every dirty free page back to the OS. Returns the bytes purged.
     pub fn purge(&mut self) -> usize {
-        let mut d = self.dirty_pages;
+        self.purge_pages(self.dirty_pages)
+    }
+
+    /// Purge the aged pages, then start a new epoch: what is dirty now ages.
+    /// Returns the bytes purged.
+    pub fn purge_aged(&mut self) -> usize {
+        let n = self.purge_pages(self.dirty_pages & self.aged_pages);
+        self.aged_pages = self.dirty_pages;
+        n
+    }
+
+    fn purge_pages(&mut self, pages: u64) -> usize {
+        let mut d = pages;
         let total = d.count_ones() as usize * SLAB_PAGE;
         while d != 0 {
             let first = d.trailing_zeros() as usize;
@@ -147,7 +163,8 @@ impl Segment {
             stats::count(&STATS.purges);
             d &= !run_mask(first, len);
         }
-        self.dirty_pages = 0;
+        self.dirty_pages &= !pages;
+        self.aged_pages &= !pages;
         total
     }
 
@@ -166,6 +183,7 @@ impl Segment {
     pub fn check(&mut self) {
         assert_eq!(self.free_pages & 1, 0);
         assert_eq!(self.dirty_pages & !self.free_pages, 0);
+        assert_eq!(self.aged_pages & !self.dirty_pages, 0);
         let mut live = 0;
         let mut i = 1;
         while i < PAGES {

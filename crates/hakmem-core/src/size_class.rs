@@ -4,7 +4,8 @@
 //! - tiny (classes 1..=20, up to 1 KiB): 16-byte steps to 128, then four
 //!   classes per power of two; one 64 KiB slab page per slab.
 //! - mid (classes 21..=52, up to 256 KiB): four classes per power of two;
-//!   slabs of 1..16 slab pages, sized to hold about eight blocks.
+//!   slabs of 1..16 slab pages, sized to hold about eight blocks (four from
+//!   16 KiB up).
 //!
 //! Every stride is a multiple of 16 and slabs start on 64 KiB boundaries, so
 //! every block is 16-byte aligned, and a block of a class whose stride is a
@@ -60,14 +61,19 @@ const fn compute_slab_pages() -> [u8; NUM_CLASSES] {
     let mut p = [0u8; NUM_CLASSES];
     let mut c = 1;
     while c < NUM_CLASSES {
-        let want = (8 * s[c] as usize).div_ceil(SLAB_PAGE);
-        p[c] = if want < 1 {
-            1
-        } else if want > MAX_SLAB_PAGES {
-            MAX_SLAB_PAGES as u8
-        } else {
-            want as u8
-        };
+        // About eight blocks per slab, four from 16 KiB up: fewer blocks
+        // per slab means less memory stranded in partly used slabs. Grow
+        // the slab while its unusable tail is over an eighth of it.
+        let stride = s[c] as usize;
+        let blocks = if stride >= 16 * 1024 { 4 } else { 8 };
+        let mut pages = (blocks * stride).div_ceil(SLAB_PAGE);
+        if pages < 1 {
+            pages = 1;
+        }
+        while pages < MAX_SLAB_PAGES && (pages * SLAB_PAGE) % stride * 8 > pages * SLAB_PAGE {
+            pages += 1;
+        }
+        p[c] = if pages > MAX_SLAB_PAGES { MAX_SLAB_PAGES as u8 } else { pages as u8 };
         c += 1;
     }
     p
