@@ -93,18 +93,18 @@ pub unsafe fn slab_of(b: *mut Block) -> *mut Slab {
 /// `b` is a live block the caller gives up.
 pub unsafe fn free_remote(b: *mut Block) {
     // SAFETY: forwarded contract.
-    unsafe { free_remote_chain(b, b, slab_of(b)) }
+    unsafe { free_remote_chain(b, b, 1, slab_of(b)) }
 }
 
 /// # Safety
-/// `first ..= last` is a chain of live blocks of `slab` the caller gives up.
-unsafe fn free_remote_chain(first: *mut Block, last: *mut Block, slab: *mut Slab) {
+/// `first ..= last` is a chain of `n` live blocks of `slab` the caller gives up.
+unsafe fn free_remote_chain(first: *mut Block, last: *mut Block, n: usize, slab: *mut Slab) {
     stats::count(&STATS.remote_frees);
     // SAFETY: the slab is live while it has used blocks (these); the remote
-    // list accepts pushes from any thread.
+    // list accepts pushes from any thread; a slab has at most 4096 blocks.
     unsafe {
         (*last).key = free_key();
-        (*slab).remote.push_chain(first, last);
+        (*slab).remote.push_chain(first, last, n);
     }
 }
 
@@ -334,8 +334,9 @@ impl Heap {
         stats::count(&STATS.flushes);
         self.tick();
         let me: *mut Heap = self;
-        let mut batch: (*mut Block, *mut Block, *mut Slab) =
-            (ptr::null_mut(), ptr::null_mut(), ptr::null_mut());
+        // The run of consecutive blocks of one foreign slab: first, last, length, slab.
+        let mut batch: (*mut Block, *mut Block, usize, *mut Slab) =
+            (ptr::null_mut(), ptr::null_mut(), 0, ptr::null_mut());
         // SAFETY: each block is live until handed to a slab or remote list;
         // `next` is read before that.
         unsafe {
@@ -344,21 +345,22 @@ impl Heap {
                 let slab = slab_of(b);
                 if (*Segment::of(b as usize)).owner.load(Ordering::Relaxed) == me {
                     self.free_local(slab, b);
-                } else if slab == batch.2 {
+                } else if slab == batch.3 {
                     (*batch.1).next = b;
                     (*b).key = free_key();
                     batch.1 = b;
+                    batch.2 += 1;
                 } else {
                     if !batch.0.is_null() {
-                        free_remote_chain(batch.0, batch.1, batch.2);
+                        free_remote_chain(batch.0, batch.1, batch.2, batch.3);
                     }
                     (*b).key = free_key();
-                    batch = (b, b, slab);
+                    batch = (b, b, 1, slab);
                 }
                 b = next;
             }
             if !batch.0.is_null() {
-                free_remote_chain(batch.0, batch.1, batch.2);
+                free_remote_chain(batch.0, batch.1, batch.2, batch.3);
             }
         }
     }

@@ -6,14 +6,26 @@
 //! it takes everything at once with a swap, so there is no ABA problem: a
 //! node is never popped individually while others push.
 //!
+//! The head word also counts the nodes on the list, in its top 16 bits (user
+//! addresses fit in 47 bits), so the owner learns how many blocks came back
+//! from the same swap, without walking the chain through cache lines that
+//! other threads just wrote.
+//!
 //! The links live in the blocks themselves. The list is generic over how a
 //! link is stored so that `loom` can model-check it (tests/loom_remote.rs)
 //! with nodes whose link is a loom atomic.
 
+use core::marker::PhantomData;
+
 #[cfg(not(loom))]
-use core::sync::atomic::{AtomicPtr, Ordering};
+use core::sync::atomic::{AtomicUsize, Ordering};
 #[cfg(loom)]
-use loom::sync::atomic::{AtomicPtr, Ordering};
+use loom::sync::atomic::{AtomicUsize, Ordering};
+
+const COUNT_SHIFT: u32 = 48;
+const PTR_MASK: usize = (1 << COUNT_SHIFT) - 1;
+/// Most nodes the list can count.
+pub const MAX_COUNT: usize = (1 << (usize::BITS - COUNT_SHIFT)) - 1;
 
 /// Where a node keeps its "next" pointer.
 ///
@@ -30,8 +42,16 @@ pub unsafe trait Link {
 }
 
 pub struct RemoteList<T: Link> {
-    head: AtomicPtr<T>,
+    /// `first node | count << COUNT_SHIFT`.
+    head: AtomicUsize,
+    _nodes: PhantomData<*mut T>,
 }
+
+// SAFETY: the list only hands nodes from thread to thread through the atomic
+// head; nodes are owned by whoever pushed or took them.
+unsafe impl<T: Link> Sync for RemoteList<T> {}
+// SAFETY: as above.
+unsafe impl<T: Link> Send for RemoteList<T> {}
 
 impl<T: Link> Default for RemoteList<T> {
     fn default() -> Self {
@@ -42,27 +62,32 @@ impl<T: Link> Default for RemoteList<T> {
 impl<T: Link> RemoteList<T> {
     #[cfg(not(loom))]
     pub const fn new() -> Self {
-        RemoteList { head: AtomicPtr::new(core::ptr::null_mut()) }
+        RemoteList { head: AtomicUsize::new(0), _nodes: PhantomData }
     }
 
     #[cfg(loom)]
     pub fn new() -> Self {
-        RemoteList { head: AtomicPtr::new(core::ptr::null_mut()) }
+        RemoteList { head: AtomicUsize::new(0), _nodes: PhantomData }
     }
 
-    /// Push the chain `first ..= last` (already linked through `Link`).
+    /// Push the chain `first ..= last` of `n` nodes (already linked through
+    /// `Link`).
     ///
     /// # Safety
     /// The caller exclusively holds every node of the chain; after the call
-    /// it must not touch them again.
-    pub unsafe fn push_chain(&self, first: *mut T, last: *mut T) {
+    /// it must not touch them again. Node addresses fit in 48 bits, and the
+    /// list never holds more than [`MAX_COUNT`] nodes.
+    pub unsafe fn push_chain(&self, first: *mut T, last: *mut T, n: usize) {
+        debug_assert!((first as usize) & !PTR_MASK == 0 && n > 0);
         let mut head = self.head.load(Ordering::Relaxed);
         loop {
+            debug_assert!((head >> COUNT_SHIFT) + n <= MAX_COUNT);
             // SAFETY: `last` is exclusively ours until the CAS publishes it.
-            unsafe { T::set_next(last, head) };
+            unsafe { T::set_next(last, (head & PTR_MASK) as *mut T) };
+            let new = first as usize | (((head >> COUNT_SHIFT) + n) << COUNT_SHIFT);
             // Release: the links written above are visible to the owner, whose
             // swap in `take_all` acquires.
-            match self.head.compare_exchange_weak(head, first, Ordering::Release, Ordering::Relaxed) {
+            match self.head.compare_exchange_weak(head, new, Ordering::Release, Ordering::Relaxed) {
                 Ok(_) => return,
                 Err(now) => head = now,
             }
@@ -75,22 +100,23 @@ impl<T: Link> RemoteList<T> {
     /// As for [`push_chain`](Self::push_chain).
     pub unsafe fn push(&self, node: *mut T) {
         // SAFETY: forwarded contract.
-        unsafe { self.push_chain(node, node) }
+        unsafe { self.push_chain(node, node, 1) }
     }
 
     /// Take every node pushed so far, as a null-terminated chain (most recent
-    /// first). Only the owner calls this.
-    pub fn take_all(&self) -> *mut T {
+    /// first) and its length. Only the owner calls this.
+    pub fn take_all(&self) -> (*mut T, usize) {
         // A plain load first keeps the common empty case free of a locked op.
-        if self.head.load(Ordering::Relaxed).is_null() {
-            return core::ptr::null_mut();
+        if self.head.load(Ordering::Relaxed) == 0 {
+            return (core::ptr::null_mut(), 0);
         }
-        self.head.swap(core::ptr::null_mut(), Ordering::Acquire)
+        let h = self.head.swap(0, Ordering::Acquire);
+        ((h & PTR_MASK) as *mut T, h >> COUNT_SHIFT)
     }
 
     /// Has anything been pushed and not taken? A hint: may be stale at once.
     pub fn is_empty(&self) -> bool {
-        self.head.load(Ordering::Relaxed).is_null()
+        self.head.load(Ordering::Relaxed) == 0
     }
 }
 
@@ -149,7 +175,7 @@ mod tests {
                             unsafe { (*w[0]).next = w[1] };
                         }
                         // SAFETY: we own the chain and give it up.
-                        unsafe { list.0.push_chain(nodes[0], nodes[n - 1]) };
+                        unsafe { list.0.push_chain(nodes[0], nodes[n - 1], n) };
                         i += n;
                     }
                 })
@@ -157,14 +183,17 @@ mod tests {
             .collect();
         let mut taken = 0;
         let mut drain = |seen: &mut Vec<u8>| {
-            let mut p = list.0.take_all();
+            let (mut p, n) = list.0.take_all();
+            let mut walked = 0;
             while !p.is_null() {
+                walked += 1;
                 // SAFETY: the chain is ours after take_all.
                 let node = unsafe { Box::from_raw(p) };
                 seen[node.value] += 1;
                 taken += 1;
                 p = node.next;
             }
+            assert_eq!(walked, n, "the head counts the chain");
         };
         while producers.iter().any(|p| !p.is_finished()) {
             drain(&mut seen);

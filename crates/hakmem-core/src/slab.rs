@@ -181,22 +181,24 @@ impl Slab {
     }
 
     /// Move every remotely freed block to the local list (owner only).
-    /// Returns how many arrived.
+    /// Returns how many arrived. The chain is walked only when the local list
+    /// is not empty (to splice it in front).
     pub fn collect_remote(&mut self) -> u32 {
-        let chain = self.remote.take_all();
+        let (chain, n) = self.remote.take_all();
         if chain.is_null() {
             return 0;
         }
-        let mut n = 1;
-        let mut tail = chain;
-        // SAFETY: take_all gave us the whole chain; its blocks belong to this
-        // slab and are linked through their first word.
-        unsafe {
-            while !(*tail).next.is_null() {
-                tail = (*tail).next;
-                n += 1;
+        let n = n as u32;
+        if !self.free.is_null() {
+            let mut tail = chain;
+            // SAFETY: take_all gave us the whole chain; its blocks belong to
+            // this slab and are linked through their first word.
+            unsafe {
+                while !(*tail).next.is_null() {
+                    tail = (*tail).next;
+                }
+                (*tail).next = self.free;
             }
-            (*tail).next = self.free;
         }
         self.free = chain;
         self.free_count += n;

@@ -35,7 +35,7 @@ fn node(id: usize) -> *mut Node {
 
 /// Take everything pushed so far; record ids in `seen`, return how many.
 fn drain(list: &RemoteList<Node>, seen: &mut Vec<usize>) -> usize {
-    let mut p = list.take_all();
+    let (mut p, count) = list.take_all();
     let mut n = 0;
     while !p.is_null() {
         // SAFETY: take_all handed us the chain; its nodes are ours.
@@ -44,6 +44,7 @@ fn drain(list: &RemoteList<Node>, seen: &mut Vec<usize>) -> usize {
         p = b.next.load(Ordering::Relaxed);
         n += 1;
     }
+    assert_eq!(n, count, "the head counts the chain it hands over");
     n
 }
 
@@ -105,7 +106,7 @@ fn chains_arrive_whole_and_in_order() {
             unsafe {
                 Node::set_next(a, b);
                 Node::set_next(b, c);
-                l1.push_chain(a, c);
+                l1.push_chain(a, c, 3);
             }
         });
         let l2 = list.clone();
