@@ -281,6 +281,7 @@ impl Heap {
             // SAFETY: acquire gave us an unowned, empty segment.
             unsafe {
                 (*seg).owner.store(me, Ordering::Relaxed);
+                (*seg).aged_pages = 0;
                 self.dirty_bytes += (*seg).dirty_bytes();
                 self.segments.push_front(seg);
             }
@@ -296,6 +297,9 @@ impl Heap {
         // (the previous owner left them so before abandoning it).
         unsafe {
             let sg = &mut *seg;
+            // How long its dirty pages have been free is unknown: they start
+            // aging now, under this heap's epochs.
+            sg.aged_pages = 0;
             self.dirty_bytes += sg.dirty_bytes();
             let mut i = 1;
             while i < PAGES {
@@ -603,7 +607,12 @@ pub fn create() -> *mut Heap {
     }
     drop(pool);
     // SAFETY: `h` is heap-sized, aligned memory that nobody else uses.
-    unsafe { h.write(Heap::new()) };
+    unsafe {
+        h.write(Heap::new());
+        // The first purge epoch starts now, not at time zero (which would
+        // purge whatever the new thread adopts at its first check).
+        (*h).epoch = os::coarse_now_ns();
+    }
     h
 }
 
