@@ -22,8 +22,8 @@ use crate::os::{self, PAGE};
 use crate::page_map::{self, Entry, CHUNK, CHUNK_MASK};
 use crate::segment::Segment;
 use crate::size_class::{
-    class_for_aligned, class_of, tiny_class, CAPACITY, MID_MAX, RECIP, RECIP_SHIFT, SLAB_PAGE_SHIFT, STRIDE,
-    TINY_MAX,
+    class_for_aligned, class_of, tiny_class, CAPACITY, CLASS_MASK, MID_MAX, RECIP, RECIP_SHIFT,
+    SLAB_PAGE_SHIFT, STRIDE, TINY_MAX,
 };
 use crate::slab::{free_key, Block};
 use crate::thread_cache;
@@ -37,7 +37,7 @@ fn slab_class(p: usize) -> Option<usize> {
     // mapped; page_info entries are atomics.
     let info =
         unsafe { (*seg).page_info[Segment::page_index(p)].load(core::sync::atomic::Ordering::Relaxed) };
-    let class = (info & 0xff) as usize;
+    let class = info as usize & CLASS_MASK;
     if class == 0 {
         return None;
     }

@@ -24,6 +24,11 @@ pub const MID_MAX: usize = 256 * 1024;
 pub const FIRST_MID_CLASS: usize = 21;
 /// Number of classes, including the unused class 0.
 pub const NUM_CLASSES: usize = 53;
+/// Per-class tables have this many slots (the rest are zero), so a class
+/// taken from a page entry and masked with `CLASS_MASK` indexes them without
+/// a bounds check on the free path.
+pub const CLASS_SLOTS: usize = 64;
+pub const CLASS_MASK: usize = CLASS_SLOTS - 1;
 
 /// Most slab pages a slab may span.
 pub const MAX_SLAB_PAGES: usize = 16;
@@ -32,8 +37,8 @@ pub const MAX_SLAB_PAGES: usize = 16;
 /// block index without dividing (exact for offsets < 2^20, strides <= 2^18).
 pub const RECIP_SHIFT: u32 = 40;
 
-const fn compute_strides() -> [u32; NUM_CLASSES] {
-    let mut s = [0u32; NUM_CLASSES];
+const fn compute_strides() -> [u32; CLASS_SLOTS] {
+    let mut s = [0u32; CLASS_SLOTS];
     let mut c = 1;
     while c <= 8 {
         s[c] = (c * 16) as u32;
@@ -54,11 +59,11 @@ const fn compute_strides() -> [u32; NUM_CLASSES] {
 }
 
 /// Block size of each class.
-pub static STRIDE: [u32; NUM_CLASSES] = compute_strides();
+pub static STRIDE: [u32; CLASS_SLOTS] = compute_strides();
 
-const fn compute_slab_pages() -> [u8; NUM_CLASSES] {
+const fn compute_slab_pages() -> [u8; CLASS_SLOTS] {
     let s = compute_strides();
-    let mut p = [0u8; NUM_CLASSES];
+    let mut p = [0u8; CLASS_SLOTS];
     let mut c = 1;
     while c < NUM_CLASSES {
         // About eight blocks per slab, four from 16 KiB up: fewer blocks
@@ -80,12 +85,12 @@ const fn compute_slab_pages() -> [u8; NUM_CLASSES] {
 }
 
 /// Slab pages per slab of each class.
-pub static SLAB_PAGES: [u8; NUM_CLASSES] = compute_slab_pages();
+pub static SLAB_PAGES: [u8; CLASS_SLOTS] = compute_slab_pages();
 
-const fn compute_capacity() -> [u32; NUM_CLASSES] {
+const fn compute_capacity() -> [u32; CLASS_SLOTS] {
     let s = compute_strides();
     let p = compute_slab_pages();
-    let mut cap = [0u32; NUM_CLASSES];
+    let mut cap = [0u32; CLASS_SLOTS];
     let mut c = 1;
     while c < NUM_CLASSES {
         cap[c] = ((p[c] as usize * SLAB_PAGE) / s[c] as usize) as u32;
@@ -95,11 +100,11 @@ const fn compute_capacity() -> [u32; NUM_CLASSES] {
 }
 
 /// Blocks per slab of each class.
-pub static CAPACITY: [u32; NUM_CLASSES] = compute_capacity();
+pub static CAPACITY: [u32; CLASS_SLOTS] = compute_capacity();
 
-const fn compute_recip() -> [u64; NUM_CLASSES] {
+const fn compute_recip() -> [u64; CLASS_SLOTS] {
     let s = compute_strides();
-    let mut r = [0u64; NUM_CLASSES];
+    let mut r = [0u64; CLASS_SLOTS];
     let mut c = 1;
     while c < NUM_CLASSES {
         r[c] = (1u64 << RECIP_SHIFT).div_ceil(s[c] as u64);
@@ -109,7 +114,7 @@ const fn compute_recip() -> [u64; NUM_CLASSES] {
 }
 
 /// `ceil(2^RECIP_SHIFT / stride)`: `(off * RECIP) >> RECIP_SHIFT == off / stride`.
-pub static RECIP: [u64; NUM_CLASSES] = compute_recip();
+pub static RECIP: [u64; CLASS_SLOTS] = compute_recip();
 
 const fn compute_tiny_lookup() -> [u8; TINY_MAX / 16 + 1] {
     let s = compute_strides();

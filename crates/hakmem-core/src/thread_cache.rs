@@ -17,7 +17,7 @@ use core::sync::atomic::{AtomicU32, Ordering};
 
 use crate::config;
 use crate::heap::{self, Heap};
-use crate::size_class::{is_tiny, NUM_CLASSES, STRIDE};
+use crate::size_class::{is_tiny, CLASS_SLOTS, NUM_CLASSES, STRIDE};
 use crate::slab::{free_key, Block};
 use crate::stats::{self, STATS};
 use crate::sync::Lock;
@@ -35,7 +35,7 @@ const DEAD: u32 = 2;
 
 #[repr(C)]
 pub struct ThreadCache {
-    pub bins: [Bin; NUM_CLASSES],
+    pub bins: [Bin; CLASS_SLOTS],
     pub heap: *mut Heap,
     pub state: u32,
 }
