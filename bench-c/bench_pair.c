@@ -11,21 +11,11 @@
  *
  * Last stdout line: RESULT name=bench_pair threads=1 ops_per_sec=<pairs/s> maxrss_kb=<n>
  */
-#include <stdio.h>
-#include <stdlib.h>
-#include <time.h>
-#include <sys/resource.h>
+#include "bench_common.h"
 
 #define WARMUP 1000
 
 static void *volatile sink;
-
-static double now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
 
 static void pairs(long n, size_t size)
 {
@@ -43,6 +33,7 @@ static void pairs(long n, size_t size)
 
 int main(int argc, char **argv)
 {
+    g_name = "bench_pair";
     if (argc != 3) {
         fprintf(stderr, "usage: %s iterations size\n", argv[0]);
         return 2;
@@ -55,13 +46,10 @@ int main(int argc, char **argv)
     }
 
     pairs(WARMUP, (size_t)size);
-    double t0 = now();
+    double t0 = now_sec();
     pairs(iters, (size_t)size);
-    double dt = now() - t0;
+    double dt = now_sec() - t0;
 
-    struct rusage ru;
-    getrusage(RUSAGE_SELF, &ru);
-    double ops = dt > 0 ? (double)iters / dt : 0.0;
-    printf("RESULT name=bench_pair threads=1 ops_per_sec=%.0f maxrss_kb=%ld\n", ops, ru.ru_maxrss);
+    bench_result(1, "ops_per_sec", per_sec((double)iters, dt), 0);
     return 0;
 }

@@ -20,70 +20,10 @@
  * Usage: test_api [hakmem]   (the argument is accepted and ignored: every check
  * here is plain glibc semantics).  Prints "PASS test_api" and exits 0 on success.
  */
-#define _GNU_SOURCE
-#include <errno.h>
+#define TEST_NAME "test_api"
+#include "test_common.h"
 #include <malloc.h>
-#include <stdarg.h>
-#include <stdint.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <sys/resource.h>
-#include <sys/wait.h>
-#include <unistd.h>
 
-static const char *test_name = "test_api";
-
-static void fail(int line, const char *fmt, ...)
-{
-    va_list ap;
-    fprintf(stderr, "FAIL %s: line %d: ", test_name, line);
-    va_start(ap, fmt);
-    vfprintf(stderr, fmt, ap);
-    va_end(ap);
-    fputc('\n', stderr);
-    exit(1);
-}
-#define CHECK(cond, ...) do { if (!(cond)) fail(__LINE__, __VA_ARGS__); } while (0)
-
-/* Hide a pointer from the optimiser so it cannot reason about the memory
- * behind it (GCC knows calloc zeroes memory and may fold our checks away). */
-static inline void *opaque(void *p)
-{
-    __asm__ volatile("" : "+r"(p) : : "memory");
-    return p;
-}
-/* Same for sizes, so huge constant requests are neither warned about nor folded. */
-static inline size_t opaque_size(size_t n)
-{
-    __asm__ volatile("" : "+r"(n));
-    return n;
-}
-
-#define KiB ((size_t)1024)
-#define MiB ((size_t)1024 * 1024)
-
-/* Minimum alignment a block of n bytes must have. */
-static size_t min_align(size_t n) { return n <= 8 ? 8 : 16; }
-
-static int is_aligned(const void *p, size_t a) { return ((uintptr_t)p & (a - 1)) == 0; }
-
-/* Deterministic byte pattern for offset i of a block tagged with seed. */
-static inline unsigned char pat(size_t i, unsigned seed)
-{
-    return (unsigned char)((i * 131u + (i >> 8) * 7u + seed * 29u) ^ (seed >> 3));
-}
-static void fill(unsigned char *p, size_t n, unsigned seed)
-{
-    for (size_t i = 0; i < n; i++) p[i] = pat(i, seed);
-}
-/* Returns the first mismatching offset, or n if all match. */
-static size_t verify(const unsigned char *p, size_t n, unsigned seed)
-{
-    for (size_t i = 0; i < n; i++)
-        if (p[i] != pat(i, seed)) return i;
-    return n;
-}
 /* Returns the first non-zero offset, or n. */
 static size_t first_nonzero(const unsigned char *p, size_t n)
 {
@@ -101,14 +41,8 @@ static size_t first_nonzero(const unsigned char *p, size_t n)
     return n;
 }
 
-/* Small xorshift PRNG with a fixed seed: runs are reproducible. */
-static uint64_t rng_state = 0x9E3779B97F4A7C15ull;
-static uint64_t rnd(void)
-{
-    uint64_t x = rng_state;
-    x ^= x << 13; x ^= x >> 7; x ^= x << 17;
-    return rng_state = x;
-}
+/* One PRNG stream with a fixed start: runs are reproducible. */
+static rng_t api_rng = { 0x9E3779B97F4A7C15ull };
 
 /* ------------------------------------------------------------------------- */
 /* 1. alignment / usable size of malloc, calloc, realloc(NULL, n)            */
@@ -151,7 +85,7 @@ static void test_sizes(void)
     static unsigned char *blk[LIVE];
     static size_t len[LIVE];
     for (int i = 0; i < LIVE; i++) {
-        size_t r = rnd();
+        size_t r = rnd(&api_rng);
         len[i] = (r & 3) == 0 ? (r >> 8) % (300 * KiB) : (r >> 8) % 2048;
         blk[i] = malloc(len[i]);
         check_plain_block(blk[i], len[i], "malloc");
@@ -212,13 +146,13 @@ static void test_aligned(void)
     enum { LIVE = 512 };
     static void *blk[LIVE];
     for (int i = 0; i < LIVE; i++) {
-        size_t a = (size_t)16 << (rnd() % 9); /* 16 .. 4096 */
-        size_t n = 1 + rnd() % 5000;
+        size_t a = (size_t)16 << (rnd(&api_rng) % 9); /* 16 .. 4096 */
+        size_t n = 1 + rnd(&api_rng) % 5000;
         blk[i] = memalign(a, n);
         check_aligned_block(blk[i], a, n, "memalign");
     }
     for (int i = LIVE - 1; i > 0; i--) {
-        int j = (int)(rnd() % (uint64_t)(i + 1));
+        int j = (int)(rnd(&api_rng) % (uint64_t)(i + 1));
         void *t = blk[i]; blk[i] = blk[j]; blk[j] = t;
     }
     for (int i = 0; i < LIVE; i++) free(blk[i]);
@@ -410,6 +344,23 @@ static void test_huge_and_zero(void)
 /* ------------------------------------------------------------------------- */
 /* 5. realloc                                                                */
 
+/* One step of the ladder walk: realloc p (cur bytes holding the pattern of *seed) to n,
+ * check alignment, kept contents and usable size, then refill it with the next seed. */
+static unsigned char *ladder_step(unsigned char *p, size_t cur, size_t n, unsigned *seed)
+{
+    const char *dir = n > cur ? "grow" : "shrink";
+    size_t keep = cur < n ? cur : n;
+    unsigned char *q = realloc(p, n);
+    CHECK(q != NULL, "realloc %s %zu -> %zu failed", dir, cur, n);
+    CHECK(is_aligned(q, min_align(n)), "realloc to %zu: %p misaligned", n, (void *)q);
+    size_t bad = verify(q, keep, *seed);
+    CHECK(bad == keep, "realloc %s %zu -> %zu lost byte %zu", dir, cur, n, bad);
+    CHECK(malloc_usable_size(q) >= n, "realloc to %zu: usable too small", n);
+    ++*seed;
+    fill(q, n, *seed);
+    return q;
+}
+
 static void test_realloc(void)
 {
     static const size_t ladder[] = {
@@ -427,30 +378,12 @@ static void test_realloc(void)
     size_t cur = ladder[0];
     unsigned seed = 1;
     for (size_t k = 1; k < L; k++) {
-        size_t n = ladder[k];
-        unsigned char *q = realloc(p, n);
-        CHECK(q != NULL, "realloc grow %zu -> %zu failed", cur, n);
-        CHECK(is_aligned(q, min_align(n)), "realloc to %zu: %p misaligned", n, q);
-        size_t bad = verify(q, cur, seed);
-        CHECK(bad == cur, "realloc grow %zu -> %zu lost byte %zu", cur, n, bad);
-        CHECK(malloc_usable_size(q) >= n, "realloc to %zu: usable too small", n);
-        seed++;
-        fill(q, n, seed);
-        p = q;
-        cur = n;
+        p = ladder_step(p, cur, ladder[k], &seed);
+        cur = ladder[k];
     }
     for (size_t k = L - 1; k-- > 0;) {
-        size_t n = ladder[k];
-        unsigned char *q = realloc(p, n);
-        CHECK(q != NULL, "realloc shrink %zu -> %zu failed", cur, n);
-        CHECK(is_aligned(q, min_align(n)), "realloc to %zu: %p misaligned", n, q);
-        size_t bad = verify(q, n, seed);
-        CHECK(bad == n, "realloc shrink %zu -> %zu lost byte %zu", cur, n, bad);
-        CHECK(malloc_usable_size(q) >= n, "realloc to %zu: usable too small", n);
-        seed++;
-        fill(q, n, seed);
-        p = q;
-        cur = n;
+        p = ladder_step(p, cur, ladder[k], &seed);
+        cur = ladder[k];
     }
     free(p);
 
@@ -477,8 +410,8 @@ static void test_realloc(void)
     size_t wl[W] = { 0 };
     unsigned ws[W] = { 0 };
     for (int it = 0; it < 6000; it++) {
-        int i = (int)(rnd() % W);
-        size_t r = rnd();
+        int i = (int)(rnd(&api_rng) % W);
+        size_t r = rnd(&api_rng);
         size_t n = (r & 15) == 0 ? (r >> 8) % (2 * MiB) : (r & 3) == 0 ? (r >> 8) % (64 * KiB) : (r >> 8) % 1024;
         unsigned char *q = realloc(wb[i], n);
         if (n == 0) { /* realloc(p, 0) frees and returns NULL (glibc) */
@@ -638,6 +571,5 @@ int main(int argc, char **argv)
     test_huge_and_zero();
     test_realloc();
     test_oom();
-    printf("PASS %s\n", test_name);
-    return 0;
+    return test_finish("check");
 }

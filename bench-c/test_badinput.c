@@ -19,39 +19,19 @@
  * Usage: test_badinput hakmem   run the cases (the runner passes "hakmem")
  *        test_badinput          print "skipped" (glibc aborts on these by design)
  */
-#define _GNU_SOURCE
-#include <errno.h>
-#include <poll.h>
+#define TEST_NAME "test_badinput"
+#include "test_common.h"
 #include <signal.h>
-#include <stdarg.h>
-#include <stdint.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
 #include <sys/mman.h>
-#include <sys/resource.h>
-#include <sys/wait.h>
-#include <unistd.h>
 
-extern char **environ;
-
-static const char *test_name = "test_badinput";
-
-#define KiB ((size_t)1024)
-#define MiB ((size_t)1024 * 1024)
-
-/* Hide pointers from the optimiser and from GCC's -Wfree-nonheap-object /
- * -Wuse-after-free: the misuse is deliberate. */
-static inline void *opaque(void *p)
-{
-    __asm__ volatile("" : "+r"(p) : : "memory");
-    return p;
-}
+/* Bad pointers go through opaque() (test_common.h), which also keeps GCC's
+ * -Wfree-nonheap-object / -Wuse-after-free quiet: the misuse is deliberate. */
 
 /* ------------------------------------------------------------------------- */
 /* child side: one case                                                      */
 
 static int child_failed;
+static void child_fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 static void child_fail(const char *fmt, ...)
 {
     va_list ap;
@@ -67,16 +47,13 @@ static unsigned char *alloc_filled(size_t n)
 {
     unsigned char *p = malloc(n);
     if (!p) { child_fail("malloc(%zu) failed", n); exit(1); }
-    for (size_t i = 0; i < n; i++) p[i] = (unsigned char)(i * 7 + 3);
+    fill(p, n, 3);
     return p;
 }
 static void check_filled(const unsigned char *p, size_t n, const char *what)
 {
-    for (size_t i = 0; i < n; i++)
-        if (p[i] != (unsigned char)(i * 7 + 3)) {
-            child_fail("%s: valid block damaged at byte %zu", what, i);
-            return;
-        }
+    size_t bad = verify(p, n, 3);
+    if (bad != n) child_fail("%s: valid block damaged at byte %zu", what, bad);
 }
 
 /* After a bad free of an interior pointer: the real block is intact and frees normally. */
@@ -172,103 +149,45 @@ static void run_case(const char *name)
 /* ------------------------------------------------------------------------- */
 /* parent side                                                               */
 
-typedef struct { char out[8192], err[65536]; size_t nout, nerr; int status; } result_t;
-
 /* Runs this program with "--case NAME", HAKMEM_ABORT_ON_ERROR=abort_flag and
  * without HAKMEM_STATS / HAKMEM_VERBOSE (whose "hakmem: " lines would mix in). */
-static void spawn_case(const char *name, int abort_flag, result_t *res)
+static void spawn_case(const char *name, int abort_flag, child_result_t *res)
 {
-    size_t ne = 0;
-    while (environ[ne]) ne++;
-    char **env = calloc(ne + 2, sizeof *env);
-    size_t k = 0;
-    for (size_t i = 0; i < ne; i++) {
-        if (!strncmp(environ[i], "HAKMEM_ABORT_ON_ERROR=", 22) || !strncmp(environ[i], "HAKMEM_STATS=", 13) ||
-            !strncmp(environ[i], "HAKMEM_VERBOSE=", 15))
-            continue;
-        env[k++] = environ[i];
-    }
-    env[k++] = abort_flag ? "HAKMEM_ABORT_ON_ERROR=1" : "HAKMEM_ABORT_ON_ERROR=0";
-    env[k] = NULL;
-
-    int po[2], pe[2];
-    if (pipe(po) || pipe(pe)) { perror("pipe"); exit(1); }
-    fflush(NULL);
-    pid_t pid = fork();
-    if (pid < 0) { perror("fork"); exit(1); }
-    if (pid == 0) {
-        struct rlimit no_core = { 0, 0 };
-        setrlimit(RLIMIT_CORE, &no_core); /* no core files from the SIGABRT runs */
-        dup2(po[1], 1);
-        dup2(pe[1], 2);
-        close(po[0]); close(po[1]); close(pe[0]); close(pe[1]);
-        alarm(20); /* survives execve: a hang becomes SIGALRM */
-        char *argv[] = { (char *)"test_badinput", (char *)"--case", (char *)name, NULL };
-        execve("/proc/self/exe", argv, env);
-        _exit(127);
-    }
-    free(env);
-    close(po[1]);
-    close(pe[1]);
-    res->nout = res->nerr = 0;
-    struct pollfd fds[2] = { { po[0], POLLIN, 0 }, { pe[0], POLLIN, 0 } };
-    int open_fds = 2;
-    while (open_fds > 0) {
-        if (poll(fds, 2, -1) < 0) {
-            if (errno == EINTR) continue;
-            perror("poll");
-            exit(1);
-        }
-        for (int i = 0; i < 2; i++) {
-            if (fds[i].fd < 0 || !(fds[i].revents & (POLLIN | POLLHUP | POLLERR))) continue;
-            char *buf = i ? res->err : res->out;
-            size_t *len = i ? &res->nerr : &res->nout;
-            size_t cap = (i ? sizeof res->err : sizeof res->out) - 1;
-            char tmp[4096];
-            ssize_t r = read(fds[i].fd, tmp, sizeof tmp);
-            if (r <= 0) { close(fds[i].fd); fds[i].fd = -1; open_fds--; continue; }
-            size_t take = (size_t)r < cap - *len ? (size_t)r : cap - *len;
-            memcpy(buf + *len, tmp, take);
-            *len += take;
-        }
-    }
-    res->out[res->nout] = 0;
-    res->err[res->nerr] = 0;
-    while (waitpid(pid, &res->status, 0) < 0 && errno == EINTR) {}
+    static const char *const drop[] = { "HAKMEM_ABORT_ON_ERROR=", "HAKMEM_STATS=", "HAKMEM_VERBOSE=", NULL };
+    const char *const add[] = { abort_flag ? "HAKMEM_ABORT_ON_ERROR=1" : "HAKMEM_ABORT_ON_ERROR=0", NULL };
+    char *argv[] = { (char *)test_name, (char *)"--case", (char *)name, NULL };
+    spawn_self(argv, drop, add, res);
 }
 
 /* Counts stderr lines starting "hakmem: "; *first gets the first one. */
 static int hakmem_lines(const char *err, const char **first, size_t *first_len)
 {
     int n = 0;
-    const char *line = err;
+    const char *cur = err, *line;
+    size_t len;
     *first = NULL;
     *first_len = 0;
-    while (*line) {
-        const char *nl = strchr(line, '\n');
-        size_t len = nl ? (size_t)(nl - line) : strlen(line);
-        if (!strncmp(line, "hakmem: ", 8)) {
-            if (n++ == 0) { *first = line; *first_len = len; }
+    while ((line = next_line(&cur, &len)))
+        if (starts_with(line, len, "hakmem: ") && n++ == 0) {
+            *first = line;
+            *first_len = len;
         }
-        line += len + (nl ? 1 : 0);
-    }
     return n;
 }
 
-static int failures;
-static void report(const char *name, int abort_flag, const result_t *r, const char *what)
+static void report(const char *name, int abort_flag, const child_result_t *r, const char *what)
 {
     fprintf(stderr, "FAIL %s: case %s (HAKMEM_ABORT_ON_ERROR=%d): %s; status 0x%x", test_name, name,
             abort_flag, what, r->status);
     if (WIFSIGNALED(r->status)) fprintf(stderr, " (signal %d)", WTERMSIG(r->status));
     fprintf(stderr, "\n  child stdout: %s\n  child stderr: %s\n", r->nout ? r->out : "(empty)",
             r->nerr ? r->err : "(empty)");
-    failures++;
+    test_failures++;
 }
 
 static void check_case(const char *name, int abort_flag)
 {
-    static result_t r;
+    static child_result_t r;
     spawn_case(name, abort_flag, &r);
     const char *line;
     size_t len;
@@ -304,11 +223,7 @@ static void check_case(const char *name, int abort_flag)
 int main(int argc, char **argv)
 {
     if (argc >= 3 && !strcmp(argv[1], "--case")) run_case(argv[2]);
-    if (argc < 2 || strcmp(argv[1], "hakmem") != 0) {
-        printf("skipped (hakmem-specific; run with argument \"hakmem\")\n");
-        printf("PASS %s\n", test_name);
-        return 0;
-    }
+    skip_unless_hakmem(argc, argv);
     static const char *cases[] = {
         "valid", "interior-small", "interior-mid", "interior-large", "wild-low", "wild-high",
         "unmapped", "double-small", "double-mid", "double-large", "realloc-interior-small",
@@ -318,10 +233,5 @@ int main(int argc, char **argv)
         check_case(cases[i], 0);
         if (strcmp(cases[i], "valid") != 0) check_case(cases[i], 1);
     }
-    if (failures) {
-        fprintf(stderr, "FAIL %s: %d case(s) failed\n", test_name, failures);
-        return 1;
-    }
-    printf("PASS %s\n", test_name);
-    return 0;
+    return test_finish("case");
 }

@@ -18,22 +18,11 @@
  *        test_flags noop     the child: allocate a little, exit 0
  *        test_flags          print "skipped"
  */
-#define _GNU_SOURCE
-#include <errno.h>
-#include <poll.h>
+#define TEST_NAME "test_flags"
+#include "test_common.h"
 #include <pthread.h>
-#include <signal.h>
-#include <stdarg.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <sys/wait.h>
-#include <unistd.h>
 
-extern char **environ;
-
-static const char *test_name = "test_flags";
-#define END_MARKER "test_flags: noop end"
+#define END_MARKER TEST_NAME ": noop end"
 
 /* ------------------------------------------------------------------------- */
 /* child: do a little allocation work so a lazily initialising allocator     */
@@ -62,87 +51,23 @@ static int noop(void)
 /* ------------------------------------------------------------------------- */
 /* parent                                                                    */
 
-typedef struct { char err[65536]; size_t nerr; int status; } result_t;
-
 /* Runs "/proc/self/exe noop" with every HAKMEM_* variable removed from the
  * environment and the assignments in set[] (NULL-terminated) added. */
-static void spawn_noop(const char *const *set, result_t *res)
+static void spawn_noop(const char *const *set, child_result_t *res)
 {
-    size_t ne = 0, ns = 0;
-    while (environ[ne]) ne++;
-    while (set[ns]) ns++;
-    char **env = calloc(ne + ns + 1, sizeof *env);
-    size_t k = 0;
-    for (size_t i = 0; i < ne; i++)
-        if (strncmp(environ[i], "HAKMEM_", 7) != 0) env[k++] = environ[i];
-    for (size_t i = 0; i < ns; i++) env[k++] = (char *)set[i];
-    env[k] = NULL;
-
-    int pe[2];
-    if (pipe(pe)) { perror("pipe"); exit(1); }
-    fflush(NULL);
-    pid_t pid = fork();
-    if (pid < 0) { perror("fork"); exit(1); }
-    if (pid == 0) {
-        dup2(pe[1], 2);
-        close(pe[0]);
-        close(pe[1]);
-        alarm(20); /* survives execve: a hang becomes SIGALRM */
-        char *argv[] = { (char *)"test_flags", (char *)"noop", NULL };
-        execve("/proc/self/exe", argv, env);
-        _exit(127);
-    }
-    free(env);
-    close(pe[1]);
-    res->nerr = 0;
-    for (;;) {
-        char tmp[4096];
-        ssize_t r = read(pe[0], tmp, sizeof tmp);
-        if (r < 0 && errno == EINTR) continue;
-        if (r <= 0) break;
-        size_t room = sizeof res->err - 1 - res->nerr;
-        size_t take = (size_t)r < room ? (size_t)r : room;
-        memcpy(res->err + res->nerr, tmp, take);
-        res->nerr += take;
-    }
-    close(pe[0]);
-    res->err[res->nerr] = 0;
-    while (waitpid(pid, &res->status, 0) < 0 && errno == EINTR) {}
+    static const char *const drop[] = { "HAKMEM_", NULL };
+    char *argv[] = { (char *)test_name, (char *)"noop", NULL };
+    spawn_self(argv, drop, set, res);
 }
 
-/* Iterates over lines: returns the next line start (or NULL), sets *len. */
-static const char *next_line(const char **cur, size_t *len)
-{
-    const char *s = *cur;
-    if (!*s) return NULL;
-    const char *nl = strchr(s, '\n');
-    *len = nl ? (size_t)(nl - s) : strlen(s);
-    *cur = s + *len + (nl ? 1 : 0);
-    return s;
-}
-static int starts_with(const char *line, size_t len, const char *prefix)
-{
-    size_t n = strlen(prefix);
-    return len >= n && !strncmp(line, prefix, n);
-}
-/* Does the line (not NUL-terminated) contain needle? */
-static int line_has(const char *line, size_t len, const char *needle)
-{
-    size_t n = strlen(needle);
-    for (size_t i = 0; i + n <= len; i++)
-        if (!memcmp(line + i, needle, n)) return 1;
-    return 0;
-}
-
-static int failures;
-static void report(const char *what, const char *const *set, const result_t *r)
+static void report(const char *what, const char *const *set, const child_result_t *r)
 {
     fprintf(stderr, "FAIL %s: env", test_name);
     for (int i = 0; set[i]; i++) fprintf(stderr, " %s", set[i]);
     fprintf(stderr, ": %s; status 0x%x\n  child stderr: %s\n", what, r->status, r->nerr ? r->err : "(empty)");
-    failures++;
+    test_failures++;
 }
-static int exited_ok(const result_t *r)
+static int exited_ok(const child_result_t *r)
 {
     return WIFEXITED(r->status) && WEXITSTATUS(r->status) == 0 && strstr(r->err, END_MARKER);
 }
@@ -150,7 +75,7 @@ static int exited_ok(const result_t *r)
 /* A bad value: one diagnostic "hakmem: VAR=VALUE: ...; using default DEF". */
 static void check_bad(const char *var, const char *value, const char *def)
 {
-    static result_t r;
+    static child_result_t r;
     char assign[256], prefix[300], tail[64];
     snprintf(assign, sizeof assign, "%s=%s", var, value);
     snprintf(prefix, sizeof prefix, "hakmem: %s=%s: ", var, value);
@@ -184,7 +109,7 @@ static void check_bad(const char *var, const char *value, const char *def)
 /* Valid values: silent. */
 static void check_good(const char *assign)
 {
-    static result_t r;
+    static child_result_t r;
     const char *set[] = { assign, NULL };
     spawn_noop(set, &r);
     if (!exited_ok(&r)) { report("want exit status 0", set, &r); return; }
@@ -193,7 +118,7 @@ static void check_good(const char *assign)
 
 static void check_verbose(void)
 {
-    static result_t r;
+    static child_result_t r;
     const char *set[] = { "HAKMEM_VERBOSE=1", "HAKMEM_TCACHE_TINY=77", NULL };
     static const char *flags[] = { "HAKMEM_TCACHE_TINY", "HAKMEM_TCACHE_MID", "HAKMEM_LARGE_CACHE_MB",
                                    "HAKMEM_PURGE_KB", "HAKMEM_PURGE_DELAY_MS", "HAKMEM_STATS", "HAKMEM_VERBOSE",
@@ -230,7 +155,7 @@ static void check_verbose(void)
 
 static void check_stats(void)
 {
-    static result_t r;
+    static child_result_t r;
     const char *set[] = { "HAKMEM_STATS=1", NULL };
     spawn_noop(set, &r);
     if (!exited_ok(&r)) { report("want exit status 0", set, &r); return; }
@@ -241,11 +166,7 @@ static void check_stats(void)
 int main(int argc, char **argv)
 {
     if (argc >= 2 && !strcmp(argv[1], "noop")) return noop();
-    if (argc < 2 || strcmp(argv[1], "hakmem") != 0) {
-        printf("skipped (hakmem-specific; run with argument \"hakmem\")\n");
-        printf("PASS %s\n", test_name);
-        return 0;
-    }
+    skip_unless_hakmem(argc, argv);
     /* bad values and the default each falls back to (docs: Flags) */
     check_bad("HAKMEM_TCACHE_TINY", "abc", "128");
     check_bad("HAKMEM_TCACHE_TINY", "-1", "128");
@@ -281,10 +202,5 @@ int main(int argc, char **argv)
     check_verbose();
     check_stats();
 
-    if (failures) {
-        fprintf(stderr, "FAIL %s: %d check(s) failed\n", test_name, failures);
-        return 1;
-    }
-    printf("PASS %s\n", test_name);
-    return 0;
+    return test_finish("check");
 }

@@ -15,21 +15,15 @@
  *
  * Usage: test_foreign [hakmem] (argument ignored).
  */
-#define _GNU_SOURCE
+#define TEST_NAME "test_foreign"
+#include "test_common.h"
 #include <dirent.h>
 #include <dlfcn.h>
-#include <errno.h>
 #include <glob.h>
 #include <limits.h>
 #include <malloc.h>
 #include <regex.h>
-#include <stdarg.h>
-#include <stdint.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
 #include <sys/stat.h>
-#include <unistd.h>
 
 /* glibc's allocator entry points: they always use glibc's malloc, even when
  * malloc itself is interposed (LD_PRELOAD) or linked in statically. */
@@ -37,46 +31,6 @@ extern void *__libc_malloc(size_t);
 extern void *__libc_calloc(size_t, size_t);
 extern void *__libc_realloc(void *, size_t);
 extern void *__libc_memalign(size_t, size_t);
-
-static const char *test_name = "test_foreign";
-
-static void fail(int line, const char *fmt, ...)
-{
-    va_list ap;
-    fprintf(stderr, "FAIL %s: line %d: ", test_name, line);
-    va_start(ap, fmt);
-    vfprintf(stderr, fmt, ap);
-    va_end(ap);
-    fputc('\n', stderr);
-    exit(1);
-}
-#define CHECK(cond, ...) do { if (!(cond)) fail(__LINE__, __VA_ARGS__); } while (0)
-
-#define KiB ((size_t)1024)
-#define MiB ((size_t)1024 * 1024)
-
-static inline void *opaque(void *p)
-{
-    __asm__ volatile("" : "+r"(p) : : "memory");
-    return p;
-}
-
-static inline unsigned char pat(size_t i, unsigned seed)
-{
-    return (unsigned char)(i * 167u + (i >> 9) + seed * 13u + 1u);
-}
-static void fill(void *v, size_t n, unsigned seed)
-{
-    unsigned char *p = v;
-    for (size_t i = 0; i < n; i++) p[i] = pat(i, seed);
-}
-static size_t verify(const void *v, size_t n, unsigned seed)
-{
-    const unsigned char *p = v;
-    for (size_t i = 0; i < n; i++)
-        if (p[i] != pat(i, seed)) return i;
-    return n;
-}
 
 /* ------------------------------------------------------------------------- */
 /* blocks allocated before main                                              */
@@ -118,7 +72,7 @@ static void test_early_blocks(void)
 {
     CHECK(preinit_str && strcmp(preinit_str, "allocated in .preinit_array") == 0, "preinit strdup");
     CHECK(ctor_str && strcmp(ctor_str, "allocated in constructor(101)") == 0, "ctor strdup");
-    CHECK(preinit_aligned && ((uintptr_t)preinit_aligned & 4095) == 0, "preinit posix_memalign");
+    CHECK(preinit_aligned && is_aligned(preinit_aligned, 4096), "preinit posix_memalign");
     CHECK(verify(preinit_aligned, 3000, 55) == 3000, "preinit aligned block corrupted");
     CHECK(malloc_usable_size(preinit_aligned) >= 3000, "preinit aligned usable size");
     CHECK(ctor_calloc != NULL, "ctor calloc");
@@ -235,7 +189,7 @@ static void test_libc_blocks(void)
         for (size_t k = 0; k < NLIBC; k += 2) {
             size_t n = libc_sizes[k];
             unsigned char *p = __libc_memalign(aligns[a], n);
-            CHECK(p != NULL && ((uintptr_t)p & (aligns[a] - 1)) == 0, "__libc_memalign(%zu, %zu)", aligns[a], n);
+            CHECK(p != NULL && is_aligned(p, aligns[a]), "__libc_memalign(%zu, %zu)", aligns[a], n);
             CHECK(malloc_usable_size(p) >= n, "malloc_usable_size(__libc_memalign(%zu, %zu)) = %zu",
                   aligns[a], n, malloc_usable_size(p));
             fill(p, n, 6);
@@ -424,6 +378,5 @@ int main(void)
     test_early_blocks();
     test_libc_blocks();
     test_libc_functions();
-    printf("PASS %s\n", test_name);
-    return 0;
+    return test_finish("check");
 }

@@ -16,49 +16,13 @@
  *
  * Usage: test_fork [hakmem] (argument ignored).
  */
-#define _GNU_SOURCE
+#define TEST_NAME "test_fork"
+#include "test_common.h"
 #include <malloc.h>
 #include <pthread.h>
 #include <signal.h>
-#include <stdarg.h>
 #include <stdatomic.h>
-#include <stdint.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <sys/wait.h>
-#include <unistd.h>
 
-static const char *test_name = "test_fork";
-static const char *who = "parent"; /* "child" / "grandchild" in forked processes */
-
-static void fail(int line, const char *fmt, ...)
-{
-    va_list ap;
-    fprintf(stderr, "FAIL %s: %s line %d: ", test_name, who, line);
-    va_start(ap, fmt);
-    vfprintf(stderr, fmt, ap);
-    va_end(ap);
-    fputc('\n', stderr);
-    exit(1);
-}
-#define CHECK(cond, ...) do { if (!(cond)) fail(__LINE__, __VA_ARGS__); } while (0)
-
-#define KiB ((size_t)1024)
-
-typedef struct { uint64_t s; } rng_t;
-static inline uint64_t rnd(rng_t *r)
-{
-    uint64_t x = r->s;
-    x ^= x << 13; x ^= x >> 7; x ^= x << 17;
-    return r->s = x;
-}
-static rng_t rng_seed(uint64_t seed)
-{
-    rng_t r = { seed * 0x9E3779B97F4A7C15ull + 0x632BE59BD9B4E019ull };
-    for (int i = 0; i < 4; i++) rnd(&r);
-    return r;
-}
 /* 16 B .. 64 KiB mostly, sometimes large (300 KiB .. 2 MiB). */
 static size_t rand_size(rng_t *r)
 {
@@ -74,7 +38,7 @@ static size_t rand_size(rng_t *r)
 /* Blocks carry their size in the first word; the rest is a pattern derived
  * from address and size.  Only the first and last 256 bytes are patterned to
  * keep the large blocks cheap. */
-static inline unsigned char pat(const void *p, size_t n, size_t i)
+static inline unsigned char addr_pat(const void *p, size_t n, size_t i)
 {
     uint64_t h = ((uint64_t)(uintptr_t)p ^ n * 0x9E3779B97F4A7C15ull) + i * 0xA0761D6478BD642Full;
     return (unsigned char)(h >> 56 ^ h >> 13);
@@ -83,10 +47,10 @@ static void *new_block(size_t n)
 {
     unsigned char *p = malloc(n);
     CHECK(p != NULL, "malloc(%zu) failed", n);
-    CHECK(((uintptr_t)p & 15) == 0, "malloc(%zu) = %p misaligned", n, (void *)p);
+    CHECK(is_aligned(p, 16), "malloc(%zu) = %p misaligned", n, (void *)p);
     memcpy(p, &n, sizeof n);
-    for (size_t i = 8; i < n && i < 256; i++) p[i] = pat(p, n, i);
-    for (size_t i = n >= 512 ? n - 256 : 256; i < n; i++) p[i] = pat(p, n, i);
+    for (size_t i = 8; i < n && i < 256; i++) p[i] = addr_pat(p, n, i);
+    for (size_t i = n >= 512 ? n - 256 : 256; i < n; i++) p[i] = addr_pat(p, n, i);
     return p;
 }
 static void free_block(void *v)
@@ -96,9 +60,9 @@ static void free_block(void *v)
     memcpy(&n, p, sizeof n);
     CHECK(n >= 16 && n < 8 * 1024 * KiB, "block %p has bad size header %zu", v, n);
     for (size_t i = 8; i < n && i < 256; i++)
-        CHECK(p[i] == pat(p, n, i), "block %p (%zu) corrupted at %zu", v, n, i);
+        CHECK(p[i] == addr_pat(p, n, i), "block %p (%zu) corrupted at %zu", v, n, i);
     for (size_t i = n >= 512 ? n - 256 : 256; i < n; i++)
-        CHECK(p[i] == pat(p, n, i), "block %p (%zu) corrupted at %zu", v, n, i);
+        CHECK(p[i] == addr_pat(p, n, i), "block %p (%zu) corrupted at %zu", v, n, i);
     free(p);
 }
 
@@ -190,7 +154,7 @@ static void *grandchild_thread(void *v)
 
 static void grandchild(int iter)
 {
-    who = "grandchild";
+    test_who = "grandchild";
     alarm(20); /* SIGALRM disposition already reset by child() */
     churn(9000 + (uint64_t)iter, 2000);
     pthread_t t;
@@ -203,7 +167,7 @@ static void grandchild(int iter)
 
 static void child(int iter, void **fresh, int nfresh)
 {
-    who = "child";
+    test_who = "child";
     signal(SIGALRM, SIG_DFL); /* not the parent's handler: SIGALRM kills us, */
     alarm(20);                /* and the parent reports the signal            */
 
@@ -252,7 +216,7 @@ static void child(int iter, void **fresh, int nfresh)
 static void on_alarm(int sig)
 {
     (void)sig;
-    static const char msg[] = "FAIL test_fork: parent watchdog expired (deadlock?)\n";
+    static const char msg[] = "FAIL " TEST_NAME ": parent watchdog expired (deadlock?)\n";
     ssize_t rc = write(2, msg, sizeof msg - 1);
     (void)rc;
     _exit(1);
@@ -260,6 +224,7 @@ static void on_alarm(int sig)
 
 int main(void)
 {
+    test_who = "parent"; /* "child" / "grandchild" in forked processes */
     signal(SIGALRM, on_alarm);
     alarm(90);
 
@@ -299,6 +264,5 @@ int main(void)
     for (int k = 0; k < WORKERS; k++)
         for (int i = 0; i < WPRE; i++) free_block(worker_pre[k][i]);
     CHECK(atomic_load(&worker_ops) > 0, "workers did no work");
-    printf("PASS %s\n", test_name);
-    return 0;
+    return test_finish("check");
 }

@@ -18,49 +18,12 @@
  *
  * Fixed seeds; bounded work.  Usage: test_threads [hakmem] (argument ignored).
  */
-#define _GNU_SOURCE
+#define TEST_NAME "test_threads"
+#include "test_common.h"
 #include <malloc.h>
 #include <pthread.h>
-#include <stdarg.h>
 #include <stdatomic.h>
-#include <stdint.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
 #include <threads.h>
-#include <unistd.h>
-
-static const char *test_name = "test_threads";
-
-static void fail(int line, const char *fmt, ...)
-{
-    va_list ap;
-    fprintf(stderr, "FAIL %s: line %d: ", test_name, line);
-    va_start(ap, fmt);
-    vfprintf(stderr, fmt, ap);
-    va_end(ap);
-    fputc('\n', stderr);
-    exit(1);
-}
-#define CHECK(cond, ...) do { if (!(cond)) fail(__LINE__, __VA_ARGS__); } while (0)
-
-#define KiB ((size_t)1024)
-
-/* xorshift64 PRNG, one state per thread, seeded deterministically. */
-typedef struct { uint64_t s; } rng_t;
-static inline uint64_t rnd(rng_t *r)
-{
-    uint64_t x = r->s;
-    x ^= x << 13; x ^= x >> 7; x ^= x << 17;
-    return r->s = x;
-}
-static rng_t rng_seed(uint64_t seed)
-{
-    rng_t r = { seed * 0x9E3779B97F4A7C15ull + 0x632BE59BD9B4E019ull };
-    if (!r.s) r.s = 1;
-    for (int i = 0; i < 4; i++) rnd(&r);
-    return r;
-}
 
 /* Random size in 8 B .. 64 KiB, skewed towards small blocks. */
 static size_t rand_size(rng_t *r)
@@ -80,7 +43,7 @@ static inline uint64_t pat_word(const void *p, size_t n, size_t k)
     uint64_t h = (uint64_t)(uintptr_t)p * 0xD6E8FEB86659FD93ull ^ (uint64_t)n * 0x9E3779B97F4A7C15ull;
     return h + (uint64_t)k * 0xA0761D6478BD642Full;
 }
-static void fill(void *p, size_t n)
+static void addr_fill(void *p, size_t n)
 {
     unsigned char *b = p;
     size_t words = n / 8;
@@ -90,8 +53,8 @@ static void fill(void *p, size_t n)
     }
     for (size_t i = words * 8; i < n; i++) b[i] = (unsigned char)(pat_word(p, n, i) >> 56);
 }
-/* Returns 1 if the block holds the pattern fill() wrote. */
-static int check(const void *p, size_t n)
+/* Returns 1 if the block holds the pattern addr_fill() wrote. */
+static int addr_check(const void *p, size_t n)
 {
     const unsigned char *b = p;
     size_t words = n / 8;
@@ -109,14 +72,14 @@ static void *alloc_fill(size_t n)
 {
     void *p = malloc(n);
     CHECK(p != NULL, "malloc(%zu) failed", n);
-    CHECK(((uintptr_t)p & (n <= 8 ? 7 : 15)) == 0, "malloc(%zu) = %p misaligned", n, p);
+    CHECK(is_aligned(p, min_align(n)), "malloc(%zu) = %p misaligned", n, p);
     CHECK(malloc_usable_size(p) >= n, "malloc_usable_size(%p) < %zu", p, n);
-    fill(p, n);
+    addr_fill(p, n);
     return p;
 }
 static void check_free(void *p, size_t n)
 {
-    CHECK(check(p, n), "block %p (%zu bytes) corrupted", p, n);
+    CHECK(addr_check(p, n), "block %p (%zu bytes) corrupted", p, n);
     free(p);
 }
 
@@ -551,6 +514,5 @@ int main(void)
     test_destructors();
     handoff_drain();
     free(handoff.v);
-    printf("PASS %s\n", test_name);
-    return 0;
+    return test_finish("check");
 }
