@@ -6,10 +6,10 @@
 //!   slab_with_free(class)   available list -> remote frees -> full list scan
 //!     new_slab(class)       own segments -> adopt abandoned -> new segment
 //! free_chain(blocks)        a thread-cache flush: local slab or remote list
-//!   free_local(slab, b)     owner: push, release the slab when empty
+//!   free_local(slab, b)     owner: push; an emptied slab waits for collect
 //!   free_remote(b)          not owner: atomic push to the slab's remote list
 //! collect()                 every COLLECT_EVERY slow paths: drain remote
-//!                           lists, release empty slabs, purge
+//!                           lists, release empty slabs, purge aged pages
 //! teardown()                thread exit: release what is empty, abandon the rest
 //! ```
 //!
@@ -62,7 +62,7 @@ pub struct Heap {
     segments: Queue<Segment>,
     /// Free slab memory not yet given back to the OS.
     dirty_bytes: usize,
-    /// When the current purge epoch started (coarse monotonic ns).
+    /// The purge epoch at which this heap last aged its segments.
     epoch: u64,
     ticks: u32,
     /// Link in the heap pool's free list.
@@ -271,6 +271,12 @@ impl Heap {
                     adopted += 1;
                     // SAFETY: adopt made this heap the segment's owner.
                     unsafe { self.take_adopted(seg) };
+                    // A partly used slab of this class came with it: use it
+                    // rather than carve a new one.
+                    let s = self.classes[class].available.head;
+                    if !s.is_null() {
+                        return s;
+                    }
                     continue;
                 }
             }
@@ -281,7 +287,6 @@ impl Heap {
             // SAFETY: acquire gave us an unowned, empty segment.
             unsafe {
                 (*seg).owner.store(me, Ordering::Relaxed);
-                (*seg).aged_pages = 0;
                 self.dirty_bytes += (*seg).dirty_bytes();
                 self.segments.push_front(seg);
             }
@@ -297,9 +302,6 @@ impl Heap {
         // (the previous owner left them so before abandoning it).
         unsafe {
             let sg = &mut *seg;
-            // How long its dirty pages have been free is unknown: they start
-            // aging now, under this heap's epochs.
-            sg.aged_pages = 0;
             self.dirty_bytes += sg.dirty_bytes();
             let mut i = 1;
             while i < PAGES {
@@ -384,13 +386,11 @@ impl Heap {
         // SAFETY: owner access to the slab's local part.
         unsafe {
             (*slab).push_local(b);
-            if (*slab).used == 0 {
-                // Empty: to the back of the class, so partly used slabs fill
-                // up first. It is released by the next `collect` if it is
-                // still empty then, so that a slab emptied and refilled in a
-                // moment is not released and recreated (and refaulted).
-                self.move_to(slab, SlabList::Available);
-            } else if (*slab).list == SlabList::Full {
+            // A full slab has room again; an emptied one goes to the back of
+            // its class, so partly used slabs fill up first, and is released
+            // by the next `collect` if still empty then (a slab emptied and
+            // refilled in a moment is not released, recreated and refaulted).
+            if (*slab).used == 0 || (*slab).list == SlabList::Full {
                 self.move_to(slab, SlabList::Available);
             }
         }
@@ -422,10 +422,10 @@ impl Heap {
         self.maybe_purge();
     }
 
-    /// Decay: free pages dirty for a whole epoch (HAKMEM_PURGE_DELAY_MS) go
-    /// back to the OS; pages reused meanwhile never pay for a purge and a
-    /// refault. Over HAKMEM_PURGE_KB, dirty pages go back at once until half
-    /// of it remains.
+    /// Decay: free pages unused for at least HAKMEM_PURGE_DELAY_MS (two
+    /// epochs of the global purge clock) go back to the OS; pages reused
+    /// sooner never pay for a purge and a refault. Over HAKMEM_PURGE_KB,
+    /// dirty pages go back at once until half of it remains.
     fn maybe_purge(&mut self) {
         if self.dirty_bytes == 0 {
             return;
@@ -442,17 +442,16 @@ impl Heap {
             }
             return;
         }
-        let delay = config::get(config::PURGE_DELAY_MS) as u64 * 1_000_000;
-        let now = os::coarse_now_ns();
-        if now.wrapping_sub(self.epoch) < delay {
+        let e = segment::purge_epoch();
+        if e == self.epoch {
             return;
         }
-        self.epoch = now;
+        self.epoch = e;
         let mut seg = self.segments.head;
         while !seg.is_null() {
             // SAFETY: segments on our queue are owned by this heap.
             unsafe {
-                self.dirty_bytes = self.dirty_bytes.saturating_sub((*seg).purge_aged());
+                self.dirty_bytes = self.dirty_bytes.saturating_sub((*seg).age(e));
                 seg = Queue::next(seg);
             }
         }
@@ -607,12 +606,7 @@ pub fn create() -> *mut Heap {
     }
     drop(pool);
     // SAFETY: `h` is heap-sized, aligned memory that nobody else uses.
-    unsafe {
-        h.write(Heap::new());
-        // The first purge epoch starts now, not at time zero (which would
-        // purge whatever the new thread adopts at its first check).
-        (*h).epoch = os::coarse_now_ns();
-    }
+    unsafe { h.write(Heap::new()) };
     h
 }
 

@@ -17,7 +17,7 @@
 //! or unmapped.
 
 use core::ptr;
-use core::sync::atomic::{AtomicPtr, AtomicU16, Ordering};
+use core::sync::atomic::{AtomicPtr, AtomicU16, AtomicU64, Ordering};
 
 use crate::config;
 use crate::heap::Heap;
@@ -43,9 +43,11 @@ pub struct Segment {
     pub free_pages: u64,
     /// Free pages whose memory has not been given back to the OS yet.
     pub dirty_pages: u64,
-    /// Dirty pages that were already dirty at the owner's last purge epoch:
-    /// free for at least HAKMEM_PURGE_DELAY_MS, due to be purged.
+    /// Dirty pages as they were at purge epoch `aged_epoch` (a snapshot;
+    /// reuse clears a page's bit). Still set two epochs later, a page has
+    /// been unused for at least HAKMEM_PURGE_DELAY_MS and is purged.
     pub aged_pages: u64,
+    pub aged_epoch: u64,
     pub live_slabs: u32,
     /// Links of the owner heap's segment list, or of a global list.
     pub next: *mut Segment,
@@ -57,6 +59,25 @@ pub struct Segment {
 }
 
 const ALL_SLAB_PAGES: u64 = !1;
+
+/// The purge clock, shared by all heaps so that pages keep aging when their
+/// segment changes owner: epoch number, and when the epoch began.
+static EPOCH: AtomicU64 = AtomicU64::new(0);
+static EPOCH_START: AtomicU64 = AtomicU64::new(0);
+
+/// The current purge epoch; advances every HAKMEM_PURGE_DELAY_MS, as seen
+/// by whichever thread looks first.
+pub fn purge_epoch() -> u64 {
+    let delay = config::get(config::PURGE_DELAY_MS) as u64 * 1_000_000;
+    let now = os::coarse_now_ns();
+    let start = EPOCH_START.load(Ordering::Relaxed);
+    if now.wrapping_sub(start) >= delay
+        && EPOCH_START.compare_exchange(start, now, Ordering::Relaxed, Ordering::Relaxed).is_ok()
+    {
+        return EPOCH.fetch_add(1, Ordering::Relaxed) + 1;
+    }
+    EPOCH.load(Ordering::Relaxed)
+}
 
 impl Segment {
     /// The segment holding `p` (which must be in a segment chunk).
@@ -144,11 +165,16 @@ impl Segment {
         self.purge_pages(self.dirty_pages)
     }
 
-    /// Purge the aged pages, then start a new epoch: what is dirty now ages.
-    /// Returns the bytes purged.
-    pub fn purge_aged(&mut self) -> usize {
+    /// Age the dirty pages at global purge epoch `e`: pages dirty since a
+    /// snapshot at least two epochs old are purged, and a new snapshot is
+    /// taken. Returns the bytes purged.
+    pub fn age(&mut self, e: u64) -> usize {
+        if e < self.aged_epoch + 2 {
+            return 0;
+        }
         let n = self.purge_pages(self.dirty_pages & self.aged_pages);
         self.aged_pages = self.dirty_pages;
+        self.aged_epoch = e;
         n
     }
 

@@ -157,18 +157,25 @@ pub unsafe fn free_slow(b: *mut Block, class: usize) {
             return;
         }
         let bin = &mut (*tc).bins[class];
-        // Flush down to half the capacity, oldest-pushed last.
+        // Flush down to half the capacity: the most recently freed blocks,
+        // likeliest in cache, stay; the older half goes back to the slabs.
         let keep = bin.cap / 2;
         if bin.count > keep {
             let n = bin.count - keep;
-            let chain = bin.head;
-            let mut last = chain;
-            for _ in 1..n {
-                last = (*last).next;
-            }
-            bin.head = (*last).next;
+            let chain = if keep == 0 {
+                let c = bin.head;
+                bin.head = ptr::null_mut();
+                c
+            } else {
+                let mut cut = bin.head;
+                for _ in 1..keep {
+                    cut = (*cut).next;
+                }
+                let c = (*cut).next;
+                (*cut).next = ptr::null_mut();
+                c
+            };
             bin.count = keep;
-            (*last).next = ptr::null_mut();
             (*heap).free_chain(chain, n);
         }
         if !push(b, class) {
