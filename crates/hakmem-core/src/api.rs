@@ -50,16 +50,6 @@ fn slab_class(p: usize) -> Option<usize> {
     Some(class)
 }
 
-/// Is the slab block at `p` already free (its key word is set)?
-///
-/// # Safety
-/// `p` is a block start of a live slab (so 16 readable bytes).
-#[inline(always)]
-unsafe fn is_free_block(p: *mut u8) -> bool {
-    // SAFETY: per contract.
-    unsafe { (*(p as *mut Block)).key == free_key() }
-}
-
 #[inline(always)]
 fn alloc_class(class: usize) -> *mut u8 {
     let b = thread_cache::pop(class);
@@ -117,13 +107,15 @@ pub unsafe fn free(p: *mut u8) {
     let Some(class) = slab_class(a) else {
         return diag::misuse("free", Misuse::InvalidPointer, p);
     };
-    // SAFETY: `p` is a block start of a live slab.
+    let b = p as *mut Block;
+    let key = free_key();
+    // SAFETY: `p` is a block start of a live slab: 16 readable bytes. A free
+    // block carries the key in its second word.
     unsafe {
-        if is_free_block(p) {
+        if (*b).key == key {
             return diag::misuse("free", Misuse::DoubleFree, p);
         }
-        let b = p as *mut Block;
-        if !thread_cache::push(b, class) {
+        if !thread_cache::push(b, class, key) {
             thread_cache::free_slow(b, class);
         }
     }
@@ -188,8 +180,8 @@ pub unsafe fn realloc(p: *mut u8, size: usize) -> *mut u8 {
             let Some(class) = slab_class(a) else {
                 return realloc_misuse(Misuse::InvalidPointer, p);
             };
-            // SAFETY: `p` is a block start of a live slab.
-            if unsafe { is_free_block(p) } {
+            // SAFETY: `p` is a block start of a live slab: 16 readable bytes.
+            if unsafe { (*(p as *mut Block)).key == free_key() } {
                 return realloc_misuse(Misuse::DoubleFree, p);
             }
             let stride = STRIDE[class] as usize;

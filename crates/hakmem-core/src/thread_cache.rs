@@ -92,18 +92,20 @@ pub fn pop(class: usize) -> *mut Block {
 
 /// Push a freed block on this thread's cache; false when the bin is full.
 ///
+/// `key` is [`free_key`], which the caller has loaded already.
+///
 /// # Safety
 /// `b` is a live block of `class` that the caller gives up.
 #[inline(always)]
-pub unsafe fn push(b: *mut Block, class: usize) -> bool {
+pub unsafe fn push(b: *mut Block, class: usize, key: u64) -> bool {
     // SAFETY: the cache belongs to this thread; the caller gives us `b`.
     unsafe {
         let bin = &mut (*current()).bins[class];
         if bin.count >= bin.cap {
             return false;
         }
+        (*b).key = key;
         (*b).next = bin.head;
-        (*b).key = free_key();
         bin.head = b;
         bin.count += 1;
         true
@@ -147,7 +149,7 @@ pub unsafe fn free_slow(b: *mut Block, class: usize) {
         let heap = (*tc).heap;
         if heap.is_null() {
             if (*tc).state == NEW && thread_start(tc) {
-                if !push(b, class) {
+                if !push(b, class, free_key()) {
                     (*(*tc).heap).free_block(b);
                 }
             } else {
@@ -178,7 +180,7 @@ pub unsafe fn free_slow(b: *mut Block, class: usize) {
             bin.count = keep;
             (*heap).free_chain(chain, n);
         }
-        if !push(b, class) {
+        if !push(b, class, free_key()) {
             (*heap).free_block(b);
         }
     }
