@@ -58,6 +58,21 @@ META=$OUT/meta.txt
 mkdir -p "$WORK" "$LOGS"
 rm -f "$LOGS"/fail-* "$LOGS"/build-*
 
+# Tools a fresh Debian machine may lack: /usr/bin/time (peak RSS), gcc, python3.
+missing=()
+[ -x /usr/bin/time ] || missing+=(time)
+command -v gcc >/dev/null || missing+=(gcc)
+command -v python3 >/dev/null || missing+=(python3)
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "bench.sh: installing Debian packages: ${missing[*]}" >&2
+  if [ "$(id -u)" = 0 ]; then
+    (apt-get install -y -qq "${missing[@]}" >/dev/null 2>&1 ||
+      { apt-get update -qq && apt-get install -y -qq "${missing[@]}" >/dev/null; }) >&2
+  else
+    echo "bench.sh: not root; install ${missing[*]} by hand" >&2; exit 1
+  fi
+fi
+
 ALLOCS=(hakmem system mi je tc)
 LIBDIR=/usr/lib/x86_64-linux-gnu
 declare -A PRELOAD=(
