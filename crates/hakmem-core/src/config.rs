@@ -72,10 +72,10 @@ pub static FLAGS: [Flag; 8] = [
     },
     Flag {
         name: "HAKMEM_PURGE_DELAY_MS\0",
-        default: 10,
+        default: 100,
         max: 60_000,
         unit: "ms",
-        meaning: "free slab memory unused for this long (one to two periods) goes back to the OS",
+        meaning: "free slab memory unused for at least this long goes back to the OS",
     },
     Flag {
         name: "HAKMEM_STATS\0",
@@ -105,7 +105,7 @@ static VALUES: [AtomicUsize; 8] = [
     AtomicUsize::new(16),
     AtomicUsize::new(64),
     AtomicUsize::new(65536),
-    AtomicUsize::new(10),
+    AtomicUsize::new(100),
     AtomicUsize::new(0),
     AtomicUsize::new(0),
     AtomicUsize::new(0),
