@@ -262,7 +262,7 @@ real_cmd() {
   echo "runs=$RUNS"
   echo "invocation=$INVOCATION"
   echo "timeout_s=$TIMEOUT"
-  echo "hakmem_rev=$(git rev-parse --short HEAD 2>/dev/null || echo none)$(git status --porcelain 2>/dev/null | grep -q . && echo ' (uncommitted changes)')"
+  echo "hakmem_rev=$(git rev-parse --short HEAD 2>/dev/null || echo none)$(git status --porcelain --untracked-files=no 2>/dev/null | grep -q . && echo ' (uncommitted changes)')"
   echo "python=$PY ($("$PY" -c 'import platform; print(platform.python_version())' 2>/dev/null))"
   echo "gcc=$(gcc -dumpfullversion 2>/dev/null)"
   echo "sort=$(sort --version 2>/dev/null | head -n1)"
