@@ -22,7 +22,7 @@ use core::sync::atomic::Ordering;
 use crate::config;
 use crate::list::{Linked, Queue};
 use crate::os;
-use crate::segment::{self, Segment, PAGES};
+use crate::segment::{self, Owner, Segment, PAGES};
 use crate::size_class::NUM_CLASSES;
 use crate::slab::{free_key, Block, Slab, SlabList};
 use crate::stats::{self, STATS};
@@ -118,6 +118,11 @@ impl Heap {
             ticks: 0,
             pool_next: ptr::null_mut(),
         }
+    }
+
+    /// This heap's identity in segment headers.
+    fn owner_id(&mut self) -> *mut Owner {
+        (self as *mut Heap).cast()
     }
 
     fn purge_limit() -> usize {
@@ -243,7 +248,7 @@ impl Heap {
 
     /// A fresh slab of `class` on the available list, or null (out of memory).
     fn new_slab(&mut self, class: usize) -> *mut Slab {
-        let me: *mut Heap = self;
+        let me = self.owner_id();
         let mut adopted = 0;
         loop {
             // SAFETY: segments on our queue are owned by this heap.
@@ -339,7 +344,7 @@ impl Heap {
     pub unsafe fn free_chain(&mut self, mut b: *mut Block, n: u32) {
         stats::count(&STATS.flushes);
         self.tick();
-        let me: *mut Heap = self;
+        let me = self.owner_id();
         // The run of consecutive blocks of one foreign slab: first, last, length, slab.
         let mut batch: (*mut Block, *mut Block, usize, *mut Slab) =
             (ptr::null_mut(), ptr::null_mut(), 0, ptr::null_mut());
@@ -542,7 +547,7 @@ impl Heap {
     /// Check every owned segment and slab (tests and debug builds).
     #[cfg(any(test, debug_assertions))]
     pub fn check(&mut self) {
-        let me: *mut Heap = self;
+        let me = self.owner_id();
         let mut seg = self.segments.head;
         let mut seen_full = false;
         while !seg.is_null() {

@@ -20,7 +20,6 @@ use core::ptr;
 use core::sync::atomic::{AtomicPtr, AtomicU16, AtomicU64, Ordering};
 
 use crate::config;
-use crate::heap::Heap;
 use crate::os;
 use crate::page_map::{self, Entry, CHUNK, CHUNK_MASK};
 use crate::size_class::{SLAB_PAGE, SLAB_PAGES, SLAB_PAGE_SHIFT};
@@ -35,10 +34,13 @@ const _: () = assert!(core::mem::size_of::<Segment>() <= SLAB_PAGE);
 /// Free segments kept mapped (decommitted) for reuse.
 const SEGMENT_CACHE_MAX: usize = 8;
 
+/// Who owns a segment: a heap, seen from this layer only as an identity.
+pub enum Owner {}
+
 #[repr(C)]
 pub struct Segment {
     /// The heap that owns every slab here; null while abandoned or cached.
-    pub owner: AtomicPtr<Heap>,
+    pub owner: AtomicPtr<Owner>,
     /// Bit i set: slab page i is free. Page 0 (the header) never is.
     pub free_pages: u64,
     /// Free pages whose memory has not been given back to the OS yet.
@@ -343,7 +345,7 @@ pub unsafe fn abandon(seg: *mut Segment) {
 }
 
 /// Take an abandoned segment and make `heap` its owner.
-pub fn adopt(heap: *mut Heap) -> *mut Segment {
+pub fn adopt(heap: *mut Owner) -> *mut Segment {
     let seg = {
         let mut a = ABANDONED.lock();
         let s = a.head;
