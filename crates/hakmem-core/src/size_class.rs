@@ -4,8 +4,8 @@
 //! - tiny (classes 1..=20, up to 1 KiB): 16-byte steps to 128, then four
 //!   classes per power of two; one 64 KiB slab page per slab.
 //! - mid (classes 21..=52, up to 256 KiB): four classes per power of two;
-//!   slabs of 1..16 slab pages, sized to hold about eight blocks (four from
-//!   16 KiB up).
+//!   below 16 KiB, slabs of 1..3 slab pages holding about eight blocks; from
+//!   16 KiB, the smallest page run that holds one block.
 //!
 //! Every stride is a multiple of 16 and slabs start on 64 KiB boundaries, so
 //! every block is 16-byte aligned, and a block of a class whose stride is a
@@ -29,6 +29,9 @@ pub const NUM_CLASSES: usize = 53;
 /// a bounds check on the free path.
 pub const CLASS_SLOTS: usize = 64;
 pub const CLASS_MASK: usize = CLASS_SLOTS - 1;
+
+/// From this block size up, a slab is the smallest page run holding a block.
+pub const ONE_BLOCK_SLAB_MIN: usize = 16 * 1024;
 
 /// Most slab pages a slab may span.
 pub const MAX_SLAB_PAGES: usize = 16;
@@ -66,16 +69,20 @@ const fn compute_slab_pages() -> [u8; CLASS_SLOTS] {
     let mut p = [0u8; CLASS_SLOTS];
     let mut c = 1;
     while c < NUM_CLASSES {
-        // About eight blocks per slab, four from 16 KiB up: fewer blocks
-        // per slab means less memory stranded in partly used slabs. Grow
-        // the slab while its unusable tail is over an eighth of it.
+        // Tiny and small mid classes: about eight blocks per slab, the slab
+        // grown while its unusable tail is over an eighth of it. From 16 KiB
+        // a slab is the smallest run of slab pages that holds one block (2-4
+        // blocks fit in one page up to 32 KiB), close to how jemalloc and
+        // tcmalloc serve such sizes: freed pages go back to the segment for
+        // any class instead of staying stranded in a partly used slab. A
+        // run's untouched tail costs address space only.
         let stride = s[c] as usize;
-        let blocks = if stride >= 16 * 1024 { 4 } else { 8 };
+        let blocks = if stride >= ONE_BLOCK_SLAB_MIN { 1 } else { 8 };
         let mut pages = (blocks * stride).div_ceil(SLAB_PAGE);
         if pages < 1 {
             pages = 1;
         }
-        while pages < MAX_SLAB_PAGES && (pages * SLAB_PAGE) % stride * 8 > pages * SLAB_PAGE {
+        while blocks > 1 && pages < MAX_SLAB_PAGES && (pages * SLAB_PAGE) % stride * 8 > pages * SLAB_PAGE {
             pages += 1;
         }
         p[c] = if pages > MAX_SLAB_PAGES { MAX_SLAB_PAGES as u8 } else { pages as u8 };
@@ -236,9 +243,16 @@ mod tests {
     #[test]
     fn slabs_hold_several_blocks_with_little_waste() {
         for c in 1..NUM_CLASSES {
-            assert!(CAPACITY[c] >= 4, "class {c}");
+            let stride = STRIDE[c] as usize;
             let span = SLAB_PAGES[c] as usize * SLAB_PAGE;
-            let waste = span - CAPACITY[c] as usize * STRIDE[c] as usize;
+            if stride >= ONE_BLOCK_SLAB_MIN {
+                // The smallest page run that holds one block.
+                assert!(span >= stride && span - stride < SLAB_PAGE, "class {c}");
+                assert!(CAPACITY[c] >= 1, "class {c}");
+                continue;
+            }
+            assert!(CAPACITY[c] >= 4, "class {c}");
+            let waste = span - CAPACITY[c] as usize * stride;
             assert!(waste * 8 <= span, "class {c} wastes {waste} of {span}");
         }
     }
