@@ -161,6 +161,9 @@ impl Heap {
                     }
                     continue;
                 }
+                // Every block in a thread cache carries the key (a carved
+                // block does not have it yet).
+                (*b).key = free_key();
                 if tail.is_null() {
                     top = b;
                 } else {
@@ -340,7 +343,8 @@ impl Heap {
     /// lists, consecutive blocks of one slab in one push.
     ///
     /// # Safety
-    /// The chain holds `n` live blocks the caller gives up.
+    /// The chain holds `n` live blocks the caller gives up, linked through
+    /// their first word, each but maybe the first keyed with [`free_key`].
     pub unsafe fn free_chain(&mut self, mut b: *mut Block, n: u32) {
         stats::count(&STATS.flushes);
         self.tick();
@@ -356,9 +360,11 @@ impl Heap {
                 let slab = slab_of(b);
                 if (*Segment::of(b as usize)).owner.load(Ordering::Relaxed) == me {
                     self.free_local(slab, b);
-                } else if slab == batch.3 {
-                    (*batch.1).next = b;
-                    (*b).key = free_key();
+                } else if slab == batch.3 && (*batch.1).next == b {
+                    // Already linked to the run's last block (nothing went
+                    // local in between) and keyed: every block in a thread
+                    // cache carries the key.
+                    debug_assert!((*b).key == free_key());
                     batch.1 = b;
                     batch.2 += 1;
                 } else {

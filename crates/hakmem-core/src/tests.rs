@@ -361,3 +361,46 @@ fn c_api_edge_cases_follow_glibc() {
     .join()
     .unwrap();
 }
+
+#[test]
+fn a_flush_interleaving_own_and_foreign_blocks_of_one_slab_keeps_lists_apart() {
+    // Blocks of another thread's slab, with one of our own between them: the
+    // foreign ones must reach their owner's remote list without our block.
+    let (tx_blocks, rx_blocks) = mpsc::channel::<Vec<usize>>();
+    let (tx_back, rx_back) = mpsc::channel::<()>();
+    let owner = thread::spawn(move || {
+        let mine: Vec<usize> = (0..4).map(|_| api::malloc(32) as usize).collect();
+        tx_blocks.send(mine).unwrap();
+        rx_back.recv().unwrap();
+        // SAFETY: this thread's heap; collecting drains the remote lists.
+        unsafe {
+            let heap = (*thread_cache::current()).heap;
+            (*heap).collect(false);
+        }
+        check_my_heap();
+    });
+    let foreign = rx_blocks.recv().unwrap();
+    thread::spawn(move || {
+        let own = api::malloc(32) as *mut crate::slab::Block;
+        let f: Vec<*mut crate::slab::Block> = foreign.iter().map(|&p| p as *mut _).collect();
+        // SAFETY: live blocks handed to this thread, linked into one chain
+        // in the order a flush would see them, and keyed as cached blocks are.
+        unsafe {
+            let chain = [f[0], own, f[1], f[2], f[3]];
+            for w in chain.windows(2) {
+                (*w[0]).next = w[1];
+            }
+            for &b in &chain {
+                (*b).key = crate::slab::free_key();
+            }
+            (*chain[4]).next = std::ptr::null_mut();
+            let heap = (*thread_cache::current()).heap;
+            (*heap).free_chain(chain[0], 5);
+        }
+        check_my_heap();
+    })
+    .join()
+    .unwrap();
+    tx_back.send(()).unwrap();
+    owner.join().unwrap();
+}
