@@ -22,8 +22,8 @@ use crate::os::{self, PAGE};
 use crate::page_map::{self, Entry, CHUNK, CHUNK_MASK};
 use crate::segment::Segment;
 use crate::size_class::{
-    class_for_aligned, class_of, tiny_class, CAPACITY, CLASS_MASK, MID_MAX, RECIP, RECIP_SHIFT,
-    SLAB_PAGE_SHIFT, STRIDE, TINY_MAX,
+    class_for_aligned, class_of, is_block_start, tiny_class, CLASS_MASK, MID_MAX, SLAB_PAGE_SHIFT, STRIDE,
+    TINY_MAX,
 };
 use crate::slab::{free_key, Block};
 use crate::thread_cache;
@@ -42,9 +42,7 @@ fn slab_class(p: usize) -> Option<usize> {
         return None;
     }
     let base = seg as usize + (((info >> 8) as usize) << SLAB_PAGE_SHIFT);
-    let off = p - base;
-    let idx = ((off as u64 * RECIP[class]) >> RECIP_SHIFT) as usize;
-    if idx * STRIDE[class] as usize != off || idx >= CAPACITY[class] as usize {
+    if !is_block_start(class, p - base) {
         return None;
     }
     Some(class)

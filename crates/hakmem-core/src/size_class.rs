@@ -36,10 +36,6 @@ pub const ONE_BLOCK_SLAB_MIN: usize = 16 * 1024;
 /// Most slab pages a slab may span.
 pub const MAX_SLAB_PAGES: usize = 16;
 
-/// Shift of the fixed-point reciprocal used to turn a slab offset into a
-/// block index without dividing (exact for offsets < 2^20, strides <= 2^18).
-pub const RECIP_SHIFT: u32 = 40;
-
 const fn compute_strides() -> [u32; CLASS_SLOTS] {
     let mut s = [0u32; CLASS_SLOTS];
     let mut c = 1;
@@ -109,19 +105,45 @@ const fn compute_capacity() -> [u32; CLASS_SLOTS] {
 /// Blocks per slab of each class.
 pub static CAPACITY: [u32; CLASS_SLOTS] = compute_capacity();
 
-const fn compute_recip() -> [u64; CLASS_SLOTS] {
+const fn compute_divisibility() -> [u64; CLASS_SLOTS] {
     let s = compute_strides();
-    let mut r = [0u64; CLASS_SLOTS];
+    let mut m = [0u64; CLASS_SLOTS];
     let mut c = 1;
     while c < NUM_CLASSES {
-        r[c] = (1u64 << RECIP_SHIFT).div_ceil(s[c] as u64);
+        m[c] = u64::MAX / s[c] as u64 + 1;
         c += 1;
     }
-    r
+    m
 }
 
-/// `ceil(2^RECIP_SHIFT / stride)`: `(off * RECIP) >> RECIP_SHIFT == off / stride`.
-pub static RECIP: [u64; CLASS_SLOTS] = compute_recip();
+/// Per class, `M = floor((2^64 - 1) / stride) + 1`: an offset `x < 2^32` is
+/// a multiple of the stride exactly when `x * M mod 2^64 <= M - 1` (Lemire,
+/// Kaser and Kurz, "Faster remainder by direct computation", 2019). One
+/// multiply tells `free` whether a pointer is a block start.
+pub static DIVISIBILITY: [u64; CLASS_SLOTS] = compute_divisibility();
+
+const fn compute_slab_limit() -> [u32; CLASS_SLOTS] {
+    let s = compute_strides();
+    let cap = compute_capacity();
+    let mut l = [0u32; CLASS_SLOTS];
+    let mut c = 1;
+    while c < NUM_CLASSES {
+        l[c] = cap[c] * s[c];
+        c += 1;
+    }
+    l
+}
+
+/// Per class, the bytes of a slab that blocks occupy: a block start lies
+/// below it. Zero for unused slots, so they match nothing.
+pub static SLAB_LIMIT: [u32; CLASS_SLOTS] = compute_slab_limit();
+
+/// Is `off` (a byte offset into a slab of `class`) the start of a block?
+#[inline(always)]
+pub fn is_block_start(class: usize, off: usize) -> bool {
+    let m = DIVISIBILITY[class & CLASS_MASK];
+    (off as u64) < SLAB_LIMIT[class & CLASS_MASK] as u64 && (off as u64).wrapping_mul(m) <= m.wrapping_sub(1)
+}
 
 const fn compute_tiny_lookup() -> [u8; TINY_MAX / 16 + 1] {
     let s = compute_strides();
@@ -229,14 +251,17 @@ mod tests {
     }
 
     #[test]
-    fn reciprocal_division_is_exact_over_every_slab() {
+    fn block_start_test_is_exact_over_every_slab() {
         for c in 1..NUM_CLASSES {
-            let stride = STRIDE[c] as u64;
-            let span = SLAB_PAGES[c] as u64 * SLAB_PAGE as u64;
-            for off in 0..span {
-                let q = (off * RECIP[c]) >> RECIP_SHIFT;
-                assert_eq!(q, off / stride, "class {c} off {off}");
+            let stride = STRIDE[c] as usize;
+            let span = SLAB_PAGES[c] as usize * SLAB_PAGE;
+            for off in 0..span + SLAB_PAGE {
+                let want = off % stride == 0 && off / stride < CAPACITY[c] as usize;
+                assert_eq!(is_block_start(c, off), want, "class {c} off {off}");
             }
+        }
+        for c in NUM_CLASSES..CLASS_SLOTS {
+            assert!(!is_block_start(c, 0) && !is_block_start(c, 4096));
         }
     }
 
