@@ -177,8 +177,8 @@ int main(int argc, char **argv)
     check_bad("HAKMEM_TCACHE_MID", "65536", "16");
     check_bad("HAKMEM_LARGE_CACHE_MB", "65537", "64");
     check_bad("HAKMEM_LARGE_CACHE_MB", "1e3", "64");
-    check_bad("HAKMEM_PURGE_KB", "-5", "65536");
-    check_bad("HAKMEM_PURGE_KB", "1048577", "65536");
+    check_bad("HAKMEM_PURGE_KB", "-5", "32768");
+    check_bad("HAKMEM_PURGE_KB", "1048577", "32768");
     check_bad("HAKMEM_PURGE_DELAY_MS", "10ms", "100");
     check_bad("HAKMEM_PURGE_DELAY_MS", "60001", "100");
     check_bad("HAKMEM_VERBOSE", "2", "0");

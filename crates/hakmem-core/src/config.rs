@@ -65,7 +65,7 @@ pub static FLAGS: [Flag; 8] = [
     },
     Flag {
         name: "HAKMEM_PURGE_KB\0",
-        default: 65536,
+        default: 32768,
         max: 1 << 20,
         unit: "KiB",
         meaning: "free slab memory a thread keeps at most; past it, memory goes back to the OS at once",
@@ -104,7 +104,7 @@ static VALUES: [AtomicUsize; 8] = [
     AtomicUsize::new(128),
     AtomicUsize::new(16),
     AtomicUsize::new(64),
-    AtomicUsize::new(65536),
+    AtomicUsize::new(32768),
     AtomicUsize::new(100),
     AtomicUsize::new(0),
     AtomicUsize::new(0),

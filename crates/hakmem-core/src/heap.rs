@@ -443,12 +443,17 @@ impl Heap {
         }
         let limit = Self::purge_limit();
         if self.dirty_bytes > limit {
-            let mut seg = self.segments.head;
-            while !seg.is_null() && self.dirty_bytes > limit / 2 {
-                // SAFETY: segments on our queue are owned by this heap.
-                unsafe {
-                    self.dirty_bytes = self.dirty_bytes.saturating_sub((*seg).purge());
-                    seg = Queue::next(seg);
+            // Down to half the cap: the oldest free pages first (those of the
+            // segments' last snapshots), then, if that is not enough, all.
+            for oldest in [true, false] {
+                let mut seg = self.segments.head;
+                while !seg.is_null() && self.dirty_bytes > limit / 2 {
+                    // SAFETY: segments on our queue are owned by this heap.
+                    unsafe {
+                        let n = if oldest { (*seg).purge_oldest() } else { (*seg).purge() };
+                        self.dirty_bytes = self.dirty_bytes.saturating_sub(n);
+                        seg = Queue::next(seg);
+                    }
                 }
             }
             return;

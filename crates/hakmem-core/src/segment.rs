@@ -180,6 +180,12 @@ impl Segment {
         n
     }
 
+    /// Purge the pages of the last snapshot that are still dirty: the oldest
+    /// free pages here. Returns the bytes purged.
+    pub fn purge_oldest(&mut self) -> usize {
+        self.purge_pages(self.dirty_pages & self.aged_pages)
+    }
+
     fn purge_pages(&mut self, pages: u64) -> usize {
         let mut d = pages;
         let total = d.count_ones() as usize * SLAB_PAGE;
