@@ -198,15 +198,8 @@ pub unsafe fn realloc(p: *mut u8, size: usize) -> *mut u8 {
                 }
                 return q;
             }
-            let q = malloc(size);
-            if !q.is_null() {
-                // SAFETY: the new block holds `size` bytes, the old one more.
-                unsafe {
-                    ptr::copy_nonoverlapping(p, q, size);
-                    large::free(p, pages);
-                }
-            }
-            q
+            // SAFETY: `p` is a live large block of `pages` pages.
+            unsafe { move_block(p, large::usable_size(pages), size) }
         }
         Entry::LargeFree if aligned => realloc_misuse(Misuse::DoubleFree, p),
         // SAFETY: not in hakmem's map.

@@ -131,8 +131,8 @@ pub fn set(addr: usize, entry: Entry) -> bool {
     true
 }
 
-/// Mark `chunks` chunks from `base` as one large block (head + tails), or as
-/// foreign when `entry` is `None`. The leaves must exist already for clears.
+/// Mark `chunks` chunks from `base` as one large block (`head`, then tails),
+/// or all of them foreign when `head` is `Entry::Foreign`.
 pub fn set_large(base: usize, chunks: usize, head: Entry) -> bool {
     // Tails first, so that a head is never visible before its tails.
     for i in (1..chunks).rev() {

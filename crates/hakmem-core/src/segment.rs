@@ -118,10 +118,6 @@ impl Segment {
         (m != 0).then(|| m.trailing_zeros() as usize)
     }
 
-    pub fn has_room_for(&self, class: usize) -> bool {
-        self.find_run(SLAB_PAGES[class] as usize).is_some()
-    }
-
     /// Carve a slab of `class` out of free pages. Returns the slab and how
     /// many of its bytes were dirty (committed) free memory before.
     pub fn alloc_slab(&mut self, class: usize) -> Option<(&mut Slab, usize)> {

@@ -19,7 +19,7 @@ use core::ptr;
 use core::sync::atomic::{AtomicU64, Ordering};
 
 use crate::remote::{Link, RemoteList};
-use crate::size_class::{CAPACITY, SLAB_PAGES, STRIDE};
+use crate::size_class::{is_block_start, CAPACITY, SLAB_PAGES, STRIDE};
 
 /// A free block as seen by the free lists. Every block is at least 16 bytes.
 #[repr(C)]
@@ -211,11 +211,7 @@ impl Slab {
     /// inside the carved part of the slab. Used by checks, not the fast path.
     pub fn block_index(&self, p: usize) -> Option<u32> {
         let off = p.wrapping_sub(self.base as usize);
-        if off % self.stride as usize != 0 {
-            return None;
-        }
-        let i = off / self.stride as usize;
-        (i < self.capacity as usize).then_some(i as u32)
+        is_block_start(self.class as usize, off).then(|| (off / self.stride as usize) as u32)
     }
 
     /// Debug check of the slab's invariants (owner only).

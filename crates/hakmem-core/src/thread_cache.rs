@@ -266,6 +266,25 @@ unsafe fn thread_start(tc: *mut ThreadCache) -> bool {
     true
 }
 
+/// Give every cached block back to the slabs.
+///
+/// # Safety
+/// `tc` is this thread's cache and `heap` its heap.
+unsafe fn flush_all(tc: *mut ThreadCache, heap: *mut Heap) {
+    // SAFETY: per contract; the bins' blocks are free blocks we give back.
+    unsafe {
+        for class in 1..NUM_CLASSES {
+            let bin = &mut (*tc).bins[class];
+            let (chain, n) = (bin.head, bin.count);
+            bin.head = ptr::null_mut();
+            bin.count = 0;
+            if n > 0 {
+                (*heap).free_chain(chain, n);
+            }
+        }
+    }
+}
+
 /// pthread key destructor: the thread is exiting.
 extern "C" fn thread_exit(_arg: *mut libc::c_void) {
     let tc = current();
@@ -276,13 +295,9 @@ extern "C" fn thread_exit(_arg: *mut libc::c_void) {
             return;
         }
         (*tc).state = DEAD;
-        for class in 1..NUM_CLASSES {
-            let bin = &mut (*tc).bins[class];
-            let (chain, n) = (bin.head, bin.count);
-            *bin = Bin { head: ptr::null_mut(), count: 0, cap: 0 };
-            if n > 0 {
-                (*heap).free_chain(chain, n);
-            }
+        flush_all(tc, heap);
+        for bin in (*tc).bins.iter_mut() {
+            bin.cap = 0;
         }
         (*tc).heap = ptr::null_mut();
         (*heap).teardown();
@@ -300,15 +315,7 @@ pub fn trim() {
         if heap.is_null() {
             return;
         }
-        for class in 1..NUM_CLASSES {
-            let bin = &mut (*tc).bins[class];
-            let (chain, n) = (bin.head, bin.count);
-            bin.head = ptr::null_mut();
-            bin.count = 0;
-            if n > 0 {
-                (*heap).free_chain(chain, n);
-            }
-        }
+        flush_all(tc, heap);
         (*heap).collect(true);
         (*heap).purge();
     }
