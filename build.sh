@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
-# build.sh — build hakmem and the C programs in bench-c/.
+# build.sh — build hakmem, the benchmarks in bench-c/ and the C tests in tests/.
 #
 #   ./build.sh                 release library: target/release/libhakmem.so (+ .a)
-#   ./build.sh NAME_ALLOC      bench-c/NAME.c -> out/release/NAME_ALLOC, where ALLOC is
+#   ./build.sh NAME_ALLOC      bench-c/NAME.c (tests/NAME.c for test_*) -> out/release/NAME_ALLOC, where ALLOC is
 #                              hakmem (static libhakmem.a linked in), system (glibc),
 #                              mi (mimalloc), je (jemalloc) or tc (tcmalloc-minimal)
-#   ./build.sh all             every benchmark (bench-c/*.c but test_*) x every allocator
-#   ./build.sh tests           every bench-c/test_*.c as _hakmem and _system
+#   ./build.sh all             every benchmark (bench-c/*.c) x every allocator
+#   ./build.sh tests           every tests/test_*.c as _hakmem and _system
 #
 # Peer allocators come from Debian packages; a missing one is installed with apt-get.
 set -euo pipefail
@@ -52,7 +52,8 @@ build_lib() {
 build_prog() {
   local target=$1 name alloc src out
   name=${target%_*}; alloc=${target##*_}
-  src=bench-c/$name.c; out=$OUT/$target
+  case "$name" in test_*) src=tests/$name.c ;; *) src=bench-c/$name.c ;; esac
+  out=$OUT/$target
   [ -f "$src" ] || { echo "build.sh: no $src for target $target" >&2; return 1; }
   case "$alloc" in
     hakmem) build_lib
@@ -65,8 +66,8 @@ build_prog() {
   echo "$out"
 }
 
-benches() { for f in bench-c/*.c; do b=$(basename "$f" .c); case "$b" in test_*) ;; *) echo "$b";; esac; done; }
-tests() { for f in bench-c/test_*.c; do basename "$f" .c; done; }
+benches() { for f in bench-c/*.c; do basename "$f" .c; done; }
+tests() { for f in tests/test_*.c; do basename "$f" .c; done; }
 
 if [ $# -eq 0 ]; then build_lib; ls -l target/release/libhakmem.so; exit 0; fi
 for t in "$@"; do

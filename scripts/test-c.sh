@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# scripts/test-c.sh — build and run the C test programs (bench-c/test_*.c).
+# scripts/test-c.sh — build and run the C test programs (tests/test_*.c).
 #
 #   scripts/test-c.sh            full flag matrix
 #   scripts/test-c.sh --quick    default flags only
@@ -46,7 +46,7 @@ fi
 [ -e "$SO" ] || { echo "test-c.sh: $SO not found (set HAKMEM_SO)" >&2; exit 2; }
 
 tests=()
-for f in bench-c/test_*.c; do tests+=("$(basename "$f" .c)"); done
+for f in tests/test_*.c; do tests+=("$(basename "$f" .c)"); done
 
 # flag matrix: one entry per line; "" is the default configuration
 matrix=("")

@@ -1,4 +1,4 @@
-/* test_common.h — helpers shared by the test programs bench-c/test_*.c.
+/* test_common.h — helpers shared by the test programs tests/test_*.c.
  *
  * Use:
  *     #define TEST_NAME "test_xyz"
