@@ -49,18 +49,35 @@ build_lib() {
   lib_stamp=1
 }
 
+# tests/lib_NAME.c -> out/release/lib_NAME.so: helper libraries of the C tests.
+build_test_lib() {
+  local name=$1
+  $CC $CFLAGS -shared -fPIC "tests/$name.c" -o "$OUT/$name.so"
+}
+
+# Libraries a source asks for with lines "// link: lib_NAME" (built from tests/).
+extra_libs() {
+  local lib
+  for lib in $(sed -n 's#^// link: \(lib_[A-Za-z0-9_]*\)$#\1#p' "$1"); do
+    build_test_lib "$lib"
+    printf ' %s' "-L$OUT" "-l:$lib.so" "-Wl,-rpath,\$ORIGIN"
+  done
+}
+
 build_prog() {
-  local target=$1 name alloc src out
+  local target=$1 name alloc src out libs
   name=${target%_*}; alloc=${target##*_}
   case "$name" in test_*) src=tests/$name.c ;; *) src=bench-c/$name.c ;; esac
   out=$OUT/$target
   [ -f "$src" ] || { echo "build.sh: no $src for target $target" >&2; return 1; }
+  libs=$(extra_libs "$src")
+  # shellcheck disable=SC2086  # $libs is a list of linker words
   case "$alloc" in
     hakmem) build_lib
-            $CC $CFLAGS "$src" -o "$out" target/release/libhakmem.a -ldl ;;
-    system) $CC $CFLAGS "$src" -o "$out" ;;
+            $CC $CFLAGS "$src" -o "$out" $libs target/release/libhakmem.a -ldl ;;
+    system) $CC $CFLAGS "$src" -o "$out" $libs ;;
     mi|je|tc) local so; so=$(ensure_peer "$alloc")
-            $CC $CFLAGS "$src" -o "$out" "$so" -Wl,-rpath,"$LIBDIR" ;;
+            $CC $CFLAGS "$src" -o "$out" $libs "$so" -Wl,-rpath,"$LIBDIR" ;;
     *) echo "build.sh: unknown allocator '$alloc' in $target (hakmem|system|mi|je|tc)" >&2; return 1 ;;
   esac
   echo "$out"

@@ -31,6 +31,7 @@ done
 
 SO=${HAKMEM_SO:-$PWD/target/release/libhakmem.so}
 case "$SO" in /*) ;; *) SO=$PWD/$SO ;; esac
+export HAKMEM_SO=$SO   # test_dlopen loads it with dlopen()
 OUT=out/release
 TIMEOUT=${TEST_TIMEOUT:-120}
 

@@ -4,53 +4,89 @@
 //!
 //! ```text
 //! malloc(size)
-//!   size <= 1 KiB: tiny_class -> thread_cache::pop -> (empty) alloc_slow
+//!   size <= 1 KiB: tiny_class -> thread::pop -> (empty) alloc_slow
 //!   size <= 256 KiB: class_of -> same
 //!   larger: large::alloc
 //! free(p)
-//!   page_map::is_segment(p) -> slab_class(p) -> key check -> thread_cache::push
+//!   page_map::is_segment(p) -> slab_class(p) -> tag check -> thread::push
 //!                                                  -> (full) free_slow
-//!   otherwise free_other: large::free | foreign::free | diagnostic
+//!   otherwise free_other: classify -> large::free | foreign::free | diagnostic
 //! ```
 
 use core::ptr;
 
-use crate::diag::{self, Misuse};
 use crate::foreign;
 use crate::large;
+use crate::misuse::{self, Misuse};
 use crate::os::{self, PAGE};
-use crate::page_map::{self, Entry, CHUNK, CHUNK_MASK};
+use crate::page_map::{self, Entry, CHUNK_MASK};
 use crate::segment::Segment;
 use crate::size_class::{
-    class_for_aligned, class_of, is_block_start, tiny_class, CLASS_MASK, MID_MAX, SLAB_PAGE_SHIFT, STRIDE,
-    TINY_MAX,
+    class_for_aligned, class_of, is_stride_multiple, tiny_class, MID_MAX, SLAB_PAGE_SHIFT, STRIDE, TINY_MAX,
 };
-use crate::slab::{free_key, Block};
-use crate::thread_cache;
+use crate::slab::Block;
+use crate::thread;
 
 /// The class of `p`, a pointer inside a segment, if it is exactly the start
-/// of a block of a live slab. Reads only hakmem's segment header.
+/// of a block its slab has handed out (below the slab's carve point). Reads
+/// only hakmem's segment header.
 #[inline(always)]
 fn slab_class(p: usize) -> Option<usize> {
-    let seg = Segment::of(p);
     // SAFETY: the page map says this chunk is a segment, so its header is
-    // mapped; page_info entries are atomics.
-    let info =
-        unsafe { (*seg).page_info[Segment::page_index(p)].load(core::sync::atomic::Ordering::Relaxed) };
-    let class = info as usize & CLASS_MASK;
-    if class == 0 {
-        return None;
-    }
-    let base = seg as usize + (((info >> 8) as usize) << SLAB_PAGE_SHIFT);
-    if !is_block_start(class, p - base) {
+    // mapped; page-table entries are atomics.
+    let info = unsafe { (*Segment::of(p)).info_at(p) };
+    let class = info.class();
+    let base = (p & !CHUNK_MASK) + (info.first_page() << SLAB_PAGE_SHIFT);
+    let off = p - base;
+    // No slab (class 0) has a carve point of 0: nothing matches.
+    if off >= info.carved_bytes() || !is_stride_multiple(class, off) {
         return None;
     }
     Some(class)
 }
 
+/// What a pointer passed to the allocator is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kind {
+    Null,
+    /// A block of a slab (live, or free if it carries its tag).
+    Small {
+        class: usize,
+    },
+    /// A live large block of `pages` pages.
+    Large {
+        pages: usize,
+    },
+    /// A large block that was freed.
+    LargeFree,
+    /// Outside hakmem's map: glibc's, or nobody's.
+    Foreign,
+    /// Inside hakmem's map but not a block start.
+    Invalid,
+}
+
+/// Classify `p` from hakmem's own metadata (never the bytes near it).
+fn classify(p: *mut u8) -> Kind {
+    if p.is_null() {
+        return Kind::Null;
+    }
+    let a = p as usize;
+    let aligned = a & CHUNK_MASK == 0;
+    match page_map::lookup(a) {
+        Entry::Segment => match slab_class(a) {
+            Some(class) => Kind::Small { class },
+            None => Kind::Invalid,
+        },
+        Entry::LargeHead { pages } if aligned => Kind::Large { pages },
+        Entry::LargeFree if aligned => Kind::LargeFree,
+        Entry::Foreign => Kind::Foreign,
+        _ => Kind::Invalid,
+    }
+}
+
 #[inline(always)]
 fn alloc_class(class: usize) -> *mut u8 {
-    let b = thread_cache::pop(class);
+    let b = thread::pop(class);
     if !b.is_null() {
         return b as *mut u8;
     }
@@ -60,16 +96,21 @@ fn alloc_class(class: usize) -> *mut u8 {
 #[cold]
 #[inline(never)]
 fn alloc_class_slow(class: usize) -> *mut u8 {
-    let p = thread_cache::alloc_slow(class);
+    let p = thread::alloc_slow(class);
     if p.is_null() {
         os::set_errno(libc::ENOMEM);
     }
     p
 }
 
+/// A large block; when the system refuses, everything cached is given back
+/// and the request tried once more. Null with ENOMEM on failure.
 #[inline(never)]
 fn large_alloc(size: usize, align: usize) -> (*mut u8, bool) {
-    let r = large::alloc(size, align);
+    let mut r = large::alloc(size, align);
+    if r.0.is_null() && size <= large::MAX_REQUEST && thread::release_everything() > 0 {
+        r = large::alloc(size, align);
+    }
     if r.0.is_null() {
         os::set_errno(libc::ENOMEM);
     }
@@ -103,18 +144,18 @@ pub unsafe fn free(p: *mut u8) {
         return unsafe { free_other(p) };
     }
     let Some(class) = slab_class(a) else {
-        return diag::misuse("free", Misuse::InvalidPointer, p);
+        return misuse::report("free", Misuse::InvalidPointer, p);
     };
     let b = p as *mut Block;
-    let key = free_key();
-    // SAFETY: `p` is a block start of a live slab: 16 readable bytes. A free
-    // block carries the key in its second word.
+    let tag = Block::free_tag(b);
+    // SAFETY: `p` is a handed-out block start of a live slab: 16 readable
+    // bytes. A free block carries its tag in its second word.
     unsafe {
-        if (*b).key == key {
-            return diag::misuse("free", Misuse::DoubleFree, p);
+        if (*b).tag == tag {
+            return misuse::report("free", Misuse::DoubleFree, p);
         }
-        if !thread_cache::push(b, class, key) {
-            thread_cache::free_slow(b, class);
+        if !thread::push(b, class, tag) {
+            thread::free_slow(b, class);
         }
     }
 }
@@ -123,18 +164,14 @@ pub unsafe fn free(p: *mut u8) {
 #[cold]
 #[inline(never)]
 unsafe fn free_other(p: *mut u8) {
-    if p.is_null() {
-        return;
-    }
-    let a = p as usize;
-    let aligned = a & CHUNK_MASK == 0;
-    match page_map::lookup(a) {
+    match classify(p) {
+        Kind::Null => {}
         // SAFETY: the page map says `p` starts a live large block.
-        Entry::LargeHead { pages } if aligned => unsafe { large::free(p, pages) },
-        Entry::LargeFree if aligned => diag::misuse("free", Misuse::DoubleFree, p),
+        Kind::Large { pages } => unsafe { large::free(p, pages) },
+        Kind::LargeFree => misuse::report("free", Misuse::DoubleFree, p),
         // SAFETY: not in hakmem's map.
-        Entry::Foreign => unsafe { foreign::free(p) },
-        _ => diag::misuse("free", Misuse::InvalidPointer, p),
+        Kind::Foreign => unsafe { foreign::free(p) },
+        Kind::Small { .. } | Kind::Invalid => misuse::report("free", Misuse::InvalidPointer, p),
     }
 }
 
@@ -171,15 +208,11 @@ pub unsafe fn realloc(p: *mut u8, size: usize) -> *mut u8 {
         unsafe { free(p) };
         return ptr::null_mut();
     }
-    let a = p as usize;
-    let aligned = a & CHUNK_MASK == 0;
-    match page_map::lookup(a) {
-        Entry::Segment => {
-            let Some(class) = slab_class(a) else {
-                return realloc_misuse(Misuse::InvalidPointer, p);
-            };
-            // SAFETY: `p` is a block start of a live slab: 16 readable bytes.
-            if unsafe { (*(p as *mut Block)).key == free_key() } {
+    match classify(p) {
+        Kind::Null => unreachable!("checked above"),
+        Kind::Small { class } => {
+            // SAFETY: `p` is a handed-out block start: 16 readable bytes.
+            if unsafe { Block::is_free(p as *mut Block) } {
                 return realloc_misuse(Misuse::DoubleFree, p);
             }
             let stride = STRIDE[class] as usize;
@@ -189,10 +222,14 @@ pub unsafe fn realloc(p: *mut u8, size: usize) -> *mut u8 {
             // SAFETY: `p` holds `stride` bytes; the copy fits both blocks.
             unsafe { move_block(p, stride, size) }
         }
-        Entry::LargeHead { pages } if aligned => {
+        Kind::Large { pages } => {
             if size > MID_MAX {
                 // SAFETY: `p` is a live large block of `pages` pages.
-                let q = unsafe { large::realloc(p, pages, size) };
+                let mut q = unsafe { large::realloc(p, pages, size) };
+                if q.is_null() && size <= large::MAX_REQUEST && thread::release_everything() > 0 {
+                    // SAFETY: as above; the failed attempt left `p` untouched.
+                    q = unsafe { large::realloc(p, pages, size) };
+                }
                 if q.is_null() {
                     os::set_errno(libc::ENOMEM);
                 }
@@ -201,10 +238,10 @@ pub unsafe fn realloc(p: *mut u8, size: usize) -> *mut u8 {
             // SAFETY: `p` is a live large block of `pages` pages.
             unsafe { move_block(p, large::usable_size(pages), size) }
         }
-        Entry::LargeFree if aligned => realloc_misuse(Misuse::DoubleFree, p),
+        Kind::LargeFree => realloc_misuse(Misuse::DoubleFree, p),
         // SAFETY: not in hakmem's map.
-        Entry::Foreign => unsafe { foreign::realloc(p, size) },
-        _ => realloc_misuse(Misuse::InvalidPointer, p),
+        Kind::Foreign => unsafe { foreign::realloc(p, size) },
+        Kind::Invalid => realloc_misuse(Misuse::InvalidPointer, p),
     }
 }
 
@@ -227,7 +264,7 @@ unsafe fn move_block(p: *mut u8, old_size: usize, size: usize) -> *mut u8 {
 
 #[cold]
 fn realloc_misuse(what: Misuse, p: *mut u8) -> *mut u8 {
-    diag::misuse("realloc", what, p);
+    misuse::report("realloc", what, p);
     os::set_errno(libc::EINVAL);
     ptr::null_mut()
 }
@@ -309,31 +346,31 @@ pub fn pvalloc(size: usize) -> *mut u8 {
 /// # Safety
 /// `p` is null or a live block.
 pub unsafe fn malloc_usable_size(p: *mut u8) -> usize {
-    if p.is_null() {
-        return 0;
-    }
-    let a = p as usize;
-    match page_map::lookup(a) {
-        Entry::Segment => match slab_class(a) {
-            Some(class) => STRIDE[class] as usize,
-            None => {
-                diag::misuse("malloc_usable_size", Misuse::InvalidPointer, p);
-                0
-            }
+    let freed = |p| {
+        misuse::report("malloc_usable_size", Misuse::UseAfterFree, p);
+        0
+    };
+    match classify(p) {
+        Kind::Null => 0,
+        // SAFETY: a handed-out block start: 16 readable bytes.
+        Kind::Small { class } => match unsafe { Block::is_free(p as *mut Block) } {
+            true => freed(p),
+            false => STRIDE[class] as usize,
         },
-        Entry::LargeHead { pages } if a % CHUNK == 0 => large::usable_size(pages),
+        Kind::Large { pages } => large::usable_size(pages),
+        Kind::LargeFree => freed(p),
         // SAFETY: not in hakmem's map.
-        Entry::Foreign => unsafe { foreign::usable_size(p) },
-        _ => {
-            diag::misuse("malloc_usable_size", Misuse::InvalidPointer, p);
+        Kind::Foreign => unsafe { foreign::usable_size(p) },
+        Kind::Invalid => {
+            misuse::report("malloc_usable_size", Misuse::InvalidPointer, p);
             0
         }
     }
 }
 
-/// Give cached and free memory back to the OS. Returns 1 (memory released).
+/// `malloc_trim`: give every free byte back to the OS — this thread's
+/// cache, every heap's free slabs and pages, abandoned segments, the
+/// segment and large caches. Returns 1 when memory was given back, else 0.
 pub fn malloc_trim(_pad: usize) -> i32 {
-    thread_cache::trim();
-    large::trim();
-    1
+    (thread::release_everything() > 0) as i32
 }

@@ -38,9 +38,10 @@ pub const PURGE_DELAY_MS: usize = 4;
 pub const STATS: usize = 5;
 pub const VERBOSE: usize = 6;
 pub const ABORT_ON_ERROR: usize = 7;
+pub const CHECK: usize = 8;
 
 /// Every flag hakmem reads. docs/ENV.md documents the same rows.
-pub static FLAGS: [Flag; 8] = [
+pub static FLAGS: [Flag; 9] = [
     Flag {
         name: "HAKMEM_TCACHE_TINY\0",
         default: 128,
@@ -98,14 +99,22 @@ pub static FLAGS: [Flag; 8] = [
         unit: "0|1",
         meaning: "abort() after reporting an invalid or double free",
     },
+    Flag {
+        name: "HAKMEM_CHECK\0",
+        default: 0,
+        max: 1,
+        unit: "0|1",
+        meaning: "thorough checks for debugging: no thread cache, every free and free list verified, freed blocks filled and verified on reuse",
+    },
 ];
 
-static VALUES: [AtomicUsize; 8] = [
+static VALUES: [AtomicUsize; 9] = [
     AtomicUsize::new(128),
     AtomicUsize::new(16),
     AtomicUsize::new(64),
     AtomicUsize::new(32768),
     AtomicUsize::new(100),
+    AtomicUsize::new(0),
     AtomicUsize::new(0),
     AtomicUsize::new(0),
     AtomicUsize::new(0),
@@ -157,14 +166,17 @@ pub fn ensure_read() {
     }
 }
 
+/// Never waits for another reader: a thread that finds the table being
+/// read goes on with the values there (defaults or already read; every value
+/// keeps the allocator correct). Waiting could hang a signal handler that
+/// interrupted the reader, or a forked child whose reader was left behind.
 #[cold]
 fn read_slow() {
     loop {
         let s = STATE.load(Ordering::Acquire);
         match s {
-            FINAL => return,
+            FINAL | READING => return,
             PROVISIONAL if !os::environment_ready() => return,
-            READING => core::hint::spin_loop(),
             _ => {
                 if STATE.compare_exchange(s, READING, Ordering::Acquire, Ordering::Relaxed).is_err() {
                     continue;
@@ -239,6 +251,18 @@ pub fn set_for_test(flag: usize, value: usize) {
     VALUES[flag].store(value, Ordering::Relaxed);
 }
 
+/// In a forked child: a read that another thread of the parent had begun
+/// will never finish there; start it again.
+pub fn after_fork_in_child() {
+    let _ = STATE.compare_exchange(READING, UNREAD, Ordering::Relaxed, Ordering::Relaxed);
+}
+
+/// HAKMEM_CHECK=1: thorough checking (debugging).
+#[inline]
+pub fn check_mode() -> bool {
+    get(CHECK) != 0
+}
+
 pub fn stats_enabled() -> bool {
     get(STATS) != 0
 }
@@ -268,6 +292,19 @@ mod tests {
         assert_eq!(parse(b" 1", 10), Err(BadValue::NotANumber));
         assert_eq!(parse(b"11", 10), Err(BadValue::OutOfRange));
         assert_eq!(parse(b"99999999999999999999999", 10), Err(BadValue::OutOfRange));
+    }
+
+    #[test]
+    fn a_read_left_unfinished_by_fork_starts_again_in_the_child() {
+        // A reader that never finishes (its thread did not survive fork):
+        // other threads do not wait for it, and the child reads again.
+        let before = STATE.swap(READING, Ordering::Relaxed);
+        ensure_read();
+        assert_eq!(STATE.load(Ordering::Relaxed), READING, "no one waits for a reader");
+        after_fork_in_child();
+        assert_eq!(STATE.load(Ordering::Relaxed), UNREAD);
+        // (Not read again here: other tests hold flags set for them.)
+        STATE.store(before, Ordering::Relaxed);
     }
 
     #[test]

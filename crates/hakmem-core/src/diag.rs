@@ -1,9 +1,10 @@
 //! Diagnostics: one line on stderr, written with `write(2)` from a stack
-//! buffer (formatting with `core::fmt` never allocates).
+//! buffer (formatting with `core::fmt` never allocates). The bottom of the
+//! reporting stack: it uses only `os`.
 
 use core::fmt::{self, Write};
 
-use crate::{config, os, stats};
+use crate::os;
 
 /// A fixed buffer that formats into itself and truncates when full.
 pub struct LineBuf {
@@ -54,28 +55,4 @@ pub fn line(args: fmt::Arguments<'_>) {
     let _ = b.write_str("hakmem: ");
     let _ = b.write_fmt(args);
     b.emit();
-}
-
-/// What was wrong with a pointer passed to the allocator.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Misuse {
-    /// Not a block hakmem or glibc handed out (wild, interior, unmapped).
-    InvalidPointer,
-    /// A block that is already free.
-    DoubleFree,
-}
-
-/// Report misuse of `ptr` by C function `func` ("free", "realloc", ...).
-/// Returns (the call is then ignored) unless HAKMEM_ABORT_ON_ERROR=1.
-#[cold]
-#[inline(never)]
-pub fn misuse(func: &str, what: Misuse, ptr: *const u8) {
-    stats::count(&stats::STATS.misuse);
-    match what {
-        Misuse::InvalidPointer => line(format_args!("{func}(): invalid pointer {ptr:p}")),
-        Misuse::DoubleFree => line(format_args!("{func}(): double free of {ptr:p}")),
-    }
-    if config::abort_on_error() {
-        os::abort();
-    }
 }

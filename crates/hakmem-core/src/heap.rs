@@ -1,37 +1,46 @@
-//! Thread heaps: the slabs and segments one thread owns, and the slow paths
-//! that move blocks between slabs and the thread cache.
+//! Thread heaps: the thread cache, slabs and segments one thread owns, and
+//! the slow paths that move blocks between slabs and the cache.
 //!
 //! ```text
-//! refill(class)             one block + a batch for the thread cache
-//!   slab_with_free(class)   available list -> remote frees -> full list scan
-//!     new_slab(class)       own segments -> adopt abandoned -> new segment
-//! free_chain(blocks)        a thread-cache flush: local slab or remote list
-//!   free_local(slab, b)     owner: push; an emptied slab waits for collect
-//!   free_remote(b)          not owner: atomic push to the slab's remote list
-//! collect()                 every COLLECT_EVERY slow paths: drain remote
-//!                           lists, release empty slabs, purge aged pages
-//! teardown()                thread exit: release what is empty, abandon the rest
+//! alloc_slow(class)           bin empty: refill it from a slab
+//!   refill(class)             one block + a batch for the bin
+//!     slab_with_free(class)   available list -> remote frees -> full list scan
+//!       new_slab(class)       own segments -> reclaim abandoned -> new segment
+//! free_slow(b, class)         bin full: flush its older half
+//!   free_chain(blocks)        each block to its slab: local, or remote list
+//! collect(all)                drain remote lists, release empty slabs, purge
+//! teardown()                  thread exit: release what is empty, abandon the rest
 //! ```
 //!
-//! Only the heap's own thread calls these (the orphan heap is behind a lock),
-//! so nothing here is atomic except segment ownership and remote lists.
+//! A heap's slab and segment state is guarded by its `lock`: its thread takes
+//! it around every slow path (uncontended: one atomic exchange each way), so
+//! that another thread can do the same work for it when it is idle or gone
+//! (`reclaim.rs`: collect an idle heap, reap a dead thread's heap). The thread
+//! cache is not under the lock: only the owner's fast paths touch it, and
+//! another thread only when the owner is dead.
+//!
+//! Every heap is registered in `HEAPS` (oldest first), which is how the
+//! process reaches memory whose owner is idle or gone.
 
 use core::ptr;
-use core::sync::atomic::Ordering;
+use core::sync::atomic::{AtomicI32, AtomicU64, Ordering};
 
 use crate::config;
 use crate::list::{Linked, Queue};
+use crate::misuse::{self, Misuse};
 use crate::os;
-use crate::segment::{self, Owner, Segment, PAGES};
-use crate::size_class::NUM_CLASSES;
-use crate::slab::{free_key, Block, Slab, SlabList};
+use crate::page_map;
+use crate::segment::{self, Owner, Purge, Segment, PAGES};
+use crate::size_class::{is_stride_multiple, NUM_CLASSES, STRIDE};
+use crate::slab::{corrupted, Block, Slab, SlabList};
 use crate::stats::{self, STATS};
-use crate::sync::Lock;
+use crate::sync::{Lock, RawLock};
+use crate::thread_cache::ThreadCache;
 
 /// Full slabs looked at for remote frees before a new slab is made.
 const FULL_SCAN: usize = 8;
-/// Abandoned segments adopted by one `new_slab` call at most.
-const ADOPT_MAX: usize = 4;
+/// Abandoned segments visited by one `new_slab` call at most.
+const ADOPT_VISITS: usize = 8;
 /// Slow-path events between two `collect` passes.
 const COLLECT_EVERY: u32 = 256;
 
@@ -44,7 +53,7 @@ unsafe impl Linked for Slab {
 }
 
 // SAFETY: `next` and `prev` are distinct fields.
-unsafe impl Linked for Segment {
+unsafe impl Linked for Heap {
     unsafe fn links(p: *mut Self) -> (*mut *mut Self, *mut *mut Self) {
         // SAFETY: `p` is valid.
         unsafe { (&raw mut (*p).next, &raw mut (*p).prev) }
@@ -56,7 +65,17 @@ struct ClassSlabs {
     full: Queue<Slab>,
 }
 
+#[repr(C)]
 pub struct Heap {
+    /// The thread cache. First, so that the fast paths index the bins
+    /// straight from the heap pointer.
+    pub cache: ThreadCache,
+    /// Guards everything below but the registry links.
+    lock: RawLock,
+    /// Kernel id of the owning thread (0: none).
+    tid: AtomicI32,
+    /// Purge epoch of the owner's last slow path (how idle it is).
+    active_epoch: AtomicU64,
     classes: [ClassSlabs; NUM_CLASSES],
     /// Segments this heap owns; those with free pages first.
     segments: Queue<Segment>,
@@ -65,12 +84,13 @@ pub struct Heap {
     /// The purge epoch at which this heap last aged its segments.
     epoch: u64,
     ticks: u32,
-    /// Link in the heap pool's free list.
-    pool_next: *mut Heap,
+    /// Links in the registry (or the pool's free list), under `HEAPS`.
+    next: *mut Heap,
+    prev: *mut Heap,
 }
 
-// SAFETY: a heap is used by one thread at a time (its owner, or the holder of
-// the orphan lock); the pointers it holds are to memory hakmem owns.
+// SAFETY: a heap's state is used under its lock (the cache by its owner
+// only); the pointers it holds are to memory hakmem owns.
 unsafe impl Send for Heap {}
 
 /// The slab a block of a live slab belongs to.
@@ -82,8 +102,8 @@ pub unsafe fn slab_of(b: *mut Block) -> *mut Slab {
     let seg = Segment::of(b as usize);
     // SAFETY: a live block's segment is mapped and its page entry is set.
     unsafe {
-        let info = (*seg).page_info[Segment::page_index(b as usize)].load(Ordering::Relaxed);
-        &raw mut (*seg).slabs[(info >> 8) as usize]
+        let first = (*seg).info_at(b as usize).first_page();
+        &raw mut (*seg).slabs[first]
     }
 }
 
@@ -92,32 +112,104 @@ pub unsafe fn slab_of(b: *mut Block) -> *mut Slab {
 /// # Safety
 /// `b` is a live block the caller gives up.
 pub unsafe fn free_remote(b: *mut Block) {
-    // SAFETY: forwarded contract.
-    unsafe { free_remote_chain(b, b, 1, slab_of(b)) }
+    // SAFETY: forwarded contract; every block on a list carries its tag.
+    unsafe {
+        Block::mark_free(b);
+        free_remote_chain(b, b, 1, slab_of(b))
+    }
 }
 
 /// # Safety
-/// `first ..= last` is a chain of `n` live blocks of `slab` the caller gives up.
+/// `first ..= last` is a chain of `n` live blocks of `slab`, tagged free,
+/// that the caller gives up.
 unsafe fn free_remote_chain(first: *mut Block, last: *mut Block, n: usize, slab: *mut Slab) {
     stats::count(&STATS.remote_frees);
     // SAFETY: the slab is live while it has used blocks (these); the remote
     // list accepts pushes from any thread; a slab has at most 4096 blocks.
-    unsafe {
-        (*last).key = free_key();
-        (*slab).remote.push_chain(first, last, n);
+    unsafe { (*slab).remote.push_chain(first, last, n) };
+}
+
+/// Is `p` a carved, free block of `class` in a live slab? For walking lists
+/// that may be torn (a dead thread's cache): reads only hakmem's metadata
+/// before it reads `p`.
+fn is_free_block_of(p: *mut Block, class: usize) -> bool {
+    let a = p as usize;
+    if !page_map::is_segment(a) {
+        return false;
+    }
+    // SAFETY: a segment chunk: its header is mapped.
+    let info = unsafe { (*Segment::of(a)).info_at(a) };
+    if info.class() != class {
+        return false;
+    }
+    let base = (a & !page_map::CHUNK_MASK) + (info.first_page() << crate::size_class::SLAB_PAGE_SHIFT);
+    let off = a - base;
+    // SAFETY: a carved block start: 16 readable bytes.
+    off < info.carved_bytes() && is_stride_multiple(class, off) && unsafe { Block::is_free(p) }
+}
+
+/// HAKMEM_CHECK=1: the byte freed blocks are filled with past their two
+/// list words, verified when the block is handed out again.
+const FREED_FILL: u8 = 0xDF;
+
+/// HAKMEM_CHECK=1: fill a block being freed.
+///
+/// # Safety
+/// `b` is a live block of `class` that the caller gives up.
+pub unsafe fn fill_freed(b: *mut Block, class: usize) {
+    let stride = STRIDE[class] as usize;
+    // SAFETY: the block has `stride` bytes; the first 16 are its list words.
+    unsafe { ptr::write_bytes((b as *mut u8).add(16), FREED_FILL, stride - 16) };
+}
+
+/// HAKMEM_CHECK=1: was a block written to while it was free? Reports it.
+///
+/// # Safety
+/// `b` is a block of `class` just taken off a free list.
+unsafe fn verify_freed(b: *mut Block, class: usize) {
+    let stride = STRIDE[class] as usize;
+    // SAFETY: the block has `stride` bytes.
+    let body = unsafe { core::slice::from_raw_parts((b as *const u8).add(16), stride - 16) };
+    if let Some(at) = body.iter().position(|&x| x != FREED_FILL) {
+        misuse::report("malloc", Misuse::WriteAfterFree { offset: 16 + at }, b as *const u8);
     }
 }
 
 impl Heap {
     pub const fn new() -> Heap {
         Heap {
+            cache: ThreadCache::new(),
+            lock: RawLock::new(),
+            tid: AtomicI32::new(0),
+            active_epoch: AtomicU64::new(0),
             classes: [const { ClassSlabs { available: Queue::new(), full: Queue::new() } }; NUM_CLASSES],
             segments: Queue::new(),
             dirty_bytes: 0,
             epoch: 0,
             ticks: 0,
-            pool_next: ptr::null_mut(),
+            next: ptr::null_mut(),
+            prev: ptr::null_mut(),
         }
+    }
+
+    /// The heap's lock (its owner's slow paths, and visitors).
+    pub fn lock(&self) -> &RawLock {
+        &self.lock
+    }
+
+    /// Kernel id of the owning thread.
+    pub fn tid(&self) -> i32 {
+        self.tid.load(Ordering::Relaxed)
+    }
+
+    /// A forked child's heap: its thread has a new id.
+    pub fn set_tid(&self, tid: i32) {
+        self.tid.store(tid, Ordering::Relaxed);
+    }
+
+    /// Has the owner had no slow path since purge epoch `e - 2`?
+    pub fn idle_at(&self, e: u64) -> bool {
+        self.active_epoch.load(Ordering::Relaxed) + 2 <= e
     }
 
     /// This heap's identity in segment headers.
@@ -129,53 +221,121 @@ impl Heap {
         config::get(config::PURGE_KB).saturating_mul(1024)
     }
 
+    /// The allocation slow path (bin of `class` empty): refill the bin and
+    /// return one block (tag cleared), or null when out of memory.
+    /// The caller holds the lock.
+    pub fn alloc_slow(&mut self, class: usize) -> *mut Block {
+        self.active_epoch.store(segment::current_epoch(), Ordering::Relaxed);
+        let want = self.cache.bins[class].cap.div_ceil(2);
+        let (b, chain, n) = self.refill(class, want);
+        if b.is_null() {
+            return b;
+        }
+        let bin = &mut self.cache.bins[class];
+        debug_assert!(bin.head.is_null());
+        bin.head = chain;
+        bin.count = n;
+        // SAFETY: a block just taken off a free list: ours, 16 bytes or more.
+        unsafe {
+            if config::check_mode() {
+                verify_freed(b, class);
+            }
+            (*b).tag = 0;
+        }
+        b
+    }
+
+    /// The free slow path (bin of `class` full, or capacity 0): flush the
+    /// older half of the bin to the slabs, then cache `b`. The caller holds
+    /// the lock.
+    ///
+    /// # Safety
+    /// `b` is a live block of `class` that the caller gives up.
+    pub unsafe fn free_slow(&mut self, b: *mut Block, class: usize) {
+        self.active_epoch.store(segment::current_epoch(), Ordering::Relaxed);
+        // The most recently freed blocks, likeliest in cache, stay.
+        let keep = self.cache.bins[class].cap / 2;
+        let (chain, n) = self.cache.take_surplus(class, keep);
+        // SAFETY: the bin's blocks are free blocks we give back; `b` is ours.
+        unsafe {
+            if n > 0 {
+                self.free_chain(chain, n);
+            }
+            if !self.cache.push(b, class, Block::free_tag(b)) {
+                self.free_block(b);
+            }
+        }
+    }
+
     /// One block of `class` for the caller, plus a chain of up to `want` more
-    /// (null-terminated) for the thread cache; a slab's whole local list is
-    /// taken at once when it holds at most `2 * want` blocks.
+    /// (null-terminated, tagged free) for the thread cache; a slab's whole
+    /// local list is taken at once when it holds at most `2 * want` blocks.
     /// Returns `(block, chain, chain_len)`; block is null when out of memory.
-    pub fn refill(&mut self, class: usize, want: u32) -> (*mut Block, *mut Block, u32) {
+    fn refill(&mut self, class: usize, want: u32) -> (*mut Block, *mut Block, u32) {
         stats::count(&STATS.refills);
         self.tick();
         let slab = self.slab_with_free(class);
         if slab.is_null() {
             return (ptr::null_mut(), ptr::null_mut(), 0);
         }
-        // SAFETY: the heap owns `slab`; only this thread touches its local part.
+        // SAFETY: the heap owns `slab`; we hold the heap's lock.
         unsafe {
             let s = &mut *slab;
-            let first = s.pop();
-            debug_assert!(!first.is_null());
-            let (mut head, mut n) = (ptr::null_mut(), 0);
+            let mut first = s.pop();
+            let (mut head, mut n) = (ptr::null_mut(), 0u32);
             if want > 0 && s.free_count <= 2 * want {
                 (head, n) = s.take_local_list();
             }
-            // Top up from never-carved blocks, then from remote frees,
-            // keeping carved blocks in address order ahead of the list.
-            let mut top: *mut Block = ptr::null_mut();
-            let mut tail: *mut Block = ptr::null_mut();
-            while n < want {
-                let b = s.pop();
-                if b.is_null() {
-                    if s.collect_remote() == 0 {
-                        break;
+            let mut carved = false;
+            loop {
+                let need = want.saturating_sub(n) + first.is_null() as u32;
+                if need == 0 {
+                    break;
+                }
+                // Fresh blocks first, in address order ahead of the rest.
+                let (mut c0, c1, mut k) = s.carve(need);
+                if k > 0 {
+                    carved = true;
+                    if first.is_null() {
+                        first = c0;
+                        c0 = Block::next(c0);
+                        k -= 1;
+                    }
+                    if k > 0 {
+                        if config::check_mode() {
+                            debug_assert_eq!(k, 0, "check mode refills no bin");
+                        }
+                        Block::set_next(c1, head);
+                        head = c0;
+                        n += k;
                     }
                     continue;
                 }
-                // Every block in a thread cache carries the key (a carved
-                // block does not have it yet).
-                (*b).key = free_key();
-                if tail.is_null() {
-                    top = b;
-                } else {
-                    (*tail).next = b;
+                // Fully carved: blocks other threads gave back.
+                if s.collect_remote() == 0 {
+                    break;
                 }
-                tail = b;
-                n += 1;
+                if first.is_null() {
+                    first = s.pop();
+                }
+                while n < want {
+                    let b = s.pop();
+                    if b.is_null() {
+                        break;
+                    }
+                    Block::set_next(b, head);
+                    head = b;
+                    n += 1;
+                }
             }
-            if !tail.is_null() {
-                (*tail).next = head;
-                head = top;
+            if carved {
+                let seg = Segment::of(slab as usize);
+                if config::check_mode() {
+                    fill_freed(first, class);
+                }
+                (*seg).publish_carved((*seg).slab_index(slab));
             }
+            debug_assert!(!first.is_null(), "a slab with free blocks gave none");
             if !s.has_local_free() && s.remote.is_empty() {
                 self.move_to(slab, SlabList::Full);
             }
@@ -252,7 +412,7 @@ impl Heap {
     /// A fresh slab of `class` on the available list, or null (out of memory).
     fn new_slab(&mut self, class: usize) -> *mut Slab {
         let me = self.owner_id();
-        let mut adopted = 0;
+        let mut visited_abandoned = false;
         loop {
             // SAFETY: segments on our queue are owned by this heap.
             unsafe {
@@ -261,7 +421,7 @@ impl Heap {
                     let next = Queue::next(seg);
                     if let Some((slab, dirty)) = (*seg).alloc_slab(class) {
                         let slab: *mut Slab = slab;
-                        self.dirty_bytes = self.dirty_bytes.saturating_sub(dirty);
+                        self.take_dirty(dirty);
                         if (*seg).free_pages == 0 {
                             self.segments.remove(seg);
                             self.segments.push_back(seg);
@@ -273,12 +433,15 @@ impl Heap {
                     seg = next;
                 }
             }
-            if adopted < ADOPT_MAX {
-                let seg = segment::adopt(me);
-                if !seg.is_null() {
-                    adopted += 1;
-                    // SAFETY: adopt made this heap the segment's owner.
-                    unsafe { self.take_adopted(seg) };
+            if !visited_abandoned {
+                visited_abandoned = true;
+                // Segments of exited threads, oldest first: empty ones go
+                // back to the segment cache (and are taken just below), one
+                // with room is adopted.
+                let r = segment::reclaim_abandoned(ADOPT_VISITS, me, Purge::Aged(segment::current_epoch()));
+                if !r.adopted.is_null() {
+                    // SAFETY: this heap now owns the segment.
+                    unsafe { self.take_adopted(r.adopted) };
                     // A partly used slab of this class came with it: use it
                     // rather than carve a new one.
                     let s = self.classes[class].available.head;
@@ -301,7 +464,7 @@ impl Heap {
         }
     }
 
-    /// Rebuild this heap's lists from an adopted segment's slabs.
+    /// File an adopted (drained) segment's slabs on this heap's lists.
     ///
     /// # Safety
     /// This heap just became the owner of `seg`.
@@ -318,15 +481,10 @@ impl Heap {
                     continue;
                 };
                 let n = slab.pages as usize;
-                slab.collect_remote();
                 slab.list = SlabList::None;
-                if slab.used == 0 {
-                    self.dirty_bytes += sg.release_slab(i);
-                } else {
-                    let to = if slab.has_local_free() { SlabList::Available } else { SlabList::Full };
-                    let s: *mut Slab = slab;
-                    self.move_to(s, to);
-                }
+                let to = if slab.has_local_free() { SlabList::Available } else { SlabList::Full };
+                let s: *mut Slab = slab;
+                self.move_to(s, to);
                 i += n;
             }
             if sg.free_pages != 0 {
@@ -343,8 +501,8 @@ impl Heap {
     /// lists, consecutive blocks of one slab in one push.
     ///
     /// # Safety
-    /// The chain holds `n` live blocks the caller gives up, linked through
-    /// their first word, each but maybe the first keyed with [`free_key`].
+    /// The chain holds `n` live blocks the caller gives up, linked and
+    /// tagged free (as blocks in a thread cache are).
     pub unsafe fn free_chain(&mut self, mut b: *mut Block, n: u32) {
         stats::count(&STATS.flushes);
         self.tick();
@@ -353,25 +511,22 @@ impl Heap {
         let mut batch: (*mut Block, *mut Block, usize, *mut Slab) =
             (ptr::null_mut(), ptr::null_mut(), 0, ptr::null_mut());
         // SAFETY: each block is live until handed to a slab or remote list;
-        // `next` is read before that.
+        // its link is read before that.
         unsafe {
             for _ in 0..n {
-                let next = (*b).next;
+                let next = Block::next(b);
                 let slab = slab_of(b);
                 if (*Segment::of(b as usize)).owner.load(Ordering::Relaxed) == me {
                     self.free_local(slab, b);
-                } else if slab == batch.3 && (*batch.1).next == b {
+                } else if slab == batch.3 && Block::next(batch.1) == b {
                     // Already linked to the run's last block (nothing went
-                    // local in between) and keyed: every block in a thread
-                    // cache carries the key.
-                    debug_assert!((*b).key == free_key());
+                    // local in between).
                     batch.1 = b;
                     batch.2 += 1;
                 } else {
                     if !batch.0.is_null() {
                         free_remote_chain(batch.0, batch.1, batch.2, batch.3);
                     }
-                    (*b).key = free_key();
                     batch = (b, b, 1, slab);
                 }
                 b = next;
@@ -387,8 +542,11 @@ impl Heap {
     /// # Safety
     /// `b` is a live block the caller gives up.
     pub unsafe fn free_block(&mut self, b: *mut Block) {
-        // SAFETY: forwarded; a one-block chain.
-        unsafe { self.free_chain(b, 1) }
+        // SAFETY: forwarded; a one-block chain, tagged like cached blocks.
+        unsafe {
+            Block::mark_free(b);
+            self.free_chain(b, 1)
+        }
     }
 
     /// # Safety
@@ -396,6 +554,9 @@ impl Heap {
     unsafe fn free_local(&mut self, slab: *mut Slab, b: *mut Block) {
         // SAFETY: owner access to the slab's local part.
         unsafe {
+            if config::check_mode() && Self::on_local_list(&*slab, b) {
+                return misuse::report("free", Misuse::DoubleFree, b as *const u8);
+            }
             (*slab).push_local(b);
             // A full slab has room again; an emptied one goes to the back of
             // its class, so partly used slabs fill up first, and is released
@@ -405,6 +566,24 @@ impl Heap {
                 self.move_to(slab, SlabList::Available);
             }
         }
+    }
+
+    /// HAKMEM_CHECK=1: is `b` already on the slab's local list (a double
+    /// free whose tag was overwritten)?
+    fn on_local_list(slab: &Slab, b: *mut Block) -> bool {
+        let mut p = slab.free;
+        for _ in 0..slab.free_count {
+            if p == b {
+                return true;
+            }
+            // SAFETY: blocks on the local list are free blocks of this slab.
+            let next = unsafe { Block::next(p) };
+            if !next.is_null() && !slab.holds(next) {
+                corrupted(p);
+            }
+            p = next;
+        }
+        false
     }
 
     /// Give an empty slab's pages back to its segment, and an empty segment
@@ -423,7 +602,7 @@ impl Heap {
             self.dirty_bytes += (*seg).release_slab(idx);
             if (*seg).live_slabs == 0 && self.segments.head != self.segments.tail {
                 self.segments.remove(seg);
-                self.dirty_bytes = self.dirty_bytes.saturating_sub((*seg).dirty_bytes());
+                self.take_dirty((*seg).dirty_bytes());
                 segment::release(seg);
             } else if was_full {
                 self.segments.remove(seg);
@@ -433,15 +612,24 @@ impl Heap {
         self.maybe_purge();
     }
 
+    /// Account for `n` dirty bytes that left this heap's count (reused by a
+    /// slab, purged, or gone with a segment).
+    fn take_dirty(&mut self, n: usize) {
+        debug_assert!(n <= self.dirty_bytes, "dirty-byte count drifted: {} < {}", self.dirty_bytes, n);
+        self.dirty_bytes -= n.min(self.dirty_bytes);
+    }
+
     /// Decay: free pages unused for at least HAKMEM_PURGE_DELAY_MS (two
     /// epochs of the global purge clock) go back to the OS; pages reused
     /// sooner never pay for a purge and a refault. Over HAKMEM_PURGE_KB,
-    /// dirty pages go back at once until half of it remains.
-    fn maybe_purge(&mut self) {
+    /// dirty pages go back at once until half of it remains. Returns the
+    /// bytes purged.
+    fn maybe_purge(&mut self) -> usize {
         if self.dirty_bytes == 0 {
-            return;
+            return 0;
         }
         let limit = Self::purge_limit();
+        let mut purged = 0;
         if self.dirty_bytes > limit {
             // Down to half the cap: the oldest free pages first (those of the
             // segments' last snapshots), then, if that is not enough, all.
@@ -451,41 +639,46 @@ impl Heap {
                     // SAFETY: segments on our queue are owned by this heap.
                     unsafe {
                         let n = if oldest { (*seg).purge_oldest() } else { (*seg).purge() };
-                        self.dirty_bytes = self.dirty_bytes.saturating_sub(n);
+                        self.take_dirty(n);
+                        purged += n;
                         seg = Queue::next(seg);
                     }
                 }
             }
-            return;
+            return purged;
         }
-        let e = segment::purge_epoch();
+        let (e, _) = segment::purge_epoch();
         if e == self.epoch {
-            return;
+            return 0;
         }
         self.epoch = e;
         let mut seg = self.segments.head;
         while !seg.is_null() {
             // SAFETY: segments on our queue are owned by this heap.
             unsafe {
-                self.dirty_bytes = self.dirty_bytes.saturating_sub((*seg).age(e));
+                let n = (*seg).age(e);
+                self.take_dirty(n);
+                purged += n;
                 seg = Queue::next(seg);
             }
         }
+        purged
     }
 
-    /// Give all dirty free slab pages back to the OS.
-    pub fn purge(&mut self) {
+    /// Give all dirty free slab pages back to the OS. Returns the bytes.
+    pub fn purge(&mut self) -> usize {
+        let mut purged = 0;
         let mut seg = self.segments.head;
         while !seg.is_null() {
             // SAFETY: segments on our queue are owned by this heap.
             unsafe {
-                if (*seg).dirty_pages != 0 {
-                    (*seg).purge();
-                }
+                purged += (*seg).purge();
                 seg = Queue::next(seg);
             }
         }
-        self.dirty_bytes = 0;
+        self.take_dirty(purged);
+        debug_assert_eq!(self.dirty_bytes, 0);
+        purged
     }
 
     fn tick(&mut self) {
@@ -497,8 +690,9 @@ impl Heap {
     }
 
     /// Drain every slab's remote list and release empty slabs (all of them
-    /// when `all`, else all but one per class), then purge if over the limit.
-    pub fn collect(&mut self, all: bool) {
+    /// when `all`, else all but one per class), then purge what has aged or
+    /// is over the limit. Returns the bytes given back to the OS.
+    pub fn collect(&mut self, all: bool) -> usize {
         for class in 1..NUM_CLASSES {
             let mut kept_empty = all;
             for full in [false, true] {
@@ -525,13 +719,52 @@ impl Heap {
                 }
             }
         }
-        self.maybe_purge();
+        self.maybe_purge()
     }
 
-    /// The thread is exiting and its cache is flushed: release what is empty,
-    /// give the rest to the abandoned list for another heap to adopt. Dirty
-    /// pages go along (the cache or the adopter accounts for them), so a
-    /// short-lived thread costs no purge.
+    /// Give every block in the thread cache back to the slabs.
+    pub fn flush_cache(&mut self) {
+        for class in 1..NUM_CLASSES {
+            let bin = &mut self.cache.bins[class];
+            let (chain, n) = (bin.head, bin.count);
+            bin.head = ptr::null_mut();
+            bin.count = 0;
+            if n > 0 {
+                // SAFETY: the bin's blocks are free blocks we give back.
+                unsafe { self.free_chain(chain, n) };
+            }
+        }
+    }
+
+    /// Flush the cache of a heap whose thread died without its exit hook,
+    /// or did not survive a `fork`: its bins may have been cut mid-update,
+    /// so each link is checked to lead to a free block of the bin's class
+    /// before it is followed; the walk stops at the first that does not
+    /// (the rest is lost, never handed out twice).
+    pub fn flush_cache_checked(&mut self) {
+        for class in 1..NUM_CLASSES {
+            let bin = &mut self.cache.bins[class];
+            let (mut p, count) = (bin.head, bin.count);
+            bin.head = ptr::null_mut();
+            bin.count = 0;
+            for _ in 0..count {
+                if !is_free_block_of(p, class) {
+                    break;
+                }
+                // SAFETY: a free block of this class, checked just above.
+                unsafe {
+                    let next = Block::next(p);
+                    self.free_chain(p, 1);
+                    p = next;
+                }
+            }
+        }
+    }
+
+    /// The thread is exiting (or dead) and its cache is flushed: release
+    /// what is empty, give the rest to the abandoned queue for other threads
+    /// to drain or adopt. Dirty pages go along (the cache or the adopter
+    /// accounts for them), so a short-lived thread costs no purge.
     pub fn teardown(&mut self) {
         self.collect(true);
         loop {
@@ -583,64 +816,123 @@ impl Default for Heap {
     }
 }
 
+/// Every heap: the registry (oldest first) and the pool heaps come from.
 /// Heaps come from mmap'ed pages and are recycled, never unmapped.
-struct HeapPool {
+struct Heaps {
+    live: Queue<Heap>,
+    len: usize,
+    /// Destroyed heaps, linked through `next`.
     free: *mut Heap,
     bump: *mut u8,
     end: *mut u8,
 }
 
-// SAFETY: only accessed under the pool lock.
-unsafe impl Send for HeapPool {}
+// SAFETY: only accessed under the lock.
+unsafe impl Send for Heaps {}
 
-static POOL: Lock<HeapPool> =
-    Lock::new(HeapPool { free: ptr::null_mut(), bump: ptr::null_mut(), end: ptr::null_mut() });
+static HEAPS: Lock<Heaps> = Lock::new(Heaps {
+    live: Queue::new(),
+    len: 0,
+    free: ptr::null_mut(),
+    bump: ptr::null_mut(),
+    end: ptr::null_mut(),
+});
 
 const POOL_REFILL: usize = 256 * 1024;
 
-/// A fresh heap for a new thread, or null when out of memory.
-pub fn create() -> *mut Heap {
-    let mut pool = POOL.lock();
-    let mut h = pool.free;
+/// A fresh, registered heap for thread `tid`, or null when out of memory.
+pub fn create(tid: i32) -> *mut Heap {
+    let mut heaps = HEAPS.lock();
+    let mut h = heaps.free;
     if !h.is_null() {
-        // SAFETY: pooled heaps are valid and linked through `pool_next`.
-        pool.free = unsafe { (*h).pool_next };
+        // SAFETY: pooled heaps are valid and linked through `next`.
+        heaps.free = unsafe { (*h).next };
     } else {
         let size = core::mem::size_of::<Heap>().next_multiple_of(64);
-        if pool.bump.is_null() || (pool.end as usize - pool.bump as usize) < size {
+        if heaps.bump.is_null() || (heaps.end as usize - heaps.bump as usize) < size {
             let p = os::map(POOL_REFILL);
             if p.is_null() {
                 return ptr::null_mut();
             }
-            pool.bump = p;
+            heaps.bump = p;
             // SAFETY: end of the mapping just made.
-            pool.end = unsafe { p.add(POOL_REFILL) };
+            heaps.end = unsafe { p.add(POOL_REFILL) };
         }
-        h = pool.bump as *mut Heap;
+        h = heaps.bump as *mut Heap;
         // SAFETY: `size` bytes remain before `end`.
-        pool.bump = unsafe { pool.bump.add(size) };
+        heaps.bump = unsafe { heaps.bump.add(size) };
     }
-    drop(pool);
     // SAFETY: `h` is heap-sized, aligned memory that nobody else uses.
-    unsafe { h.write(Heap::new()) };
+    unsafe {
+        h.write(Heap::new());
+        (*h).tid.store(tid, Ordering::Relaxed);
+        (*h).active_epoch.store(segment::current_epoch(), Ordering::Relaxed);
+        heaps.live.push_back(h);
+    }
+    heaps.len += 1;
+    stats::count(&STATS.heaps_created);
     h
 }
 
-/// Return a torn-down heap to the pool.
+/// Unregister a torn-down heap and return it to the pool.
 ///
 /// # Safety
-/// `h` came from [`create`], was torn down, and is no longer used.
+/// `h` came from [`create`], was torn down, and is no longer used; the
+/// caller does not hold its lock.
 pub unsafe fn destroy(h: *mut Heap) {
-    let mut pool = POOL.lock();
-    // SAFETY: the caller gives the heap up.
-    unsafe { (*h).pool_next = pool.free };
-    pool.free = h;
+    let mut heaps = HEAPS.lock();
+    // SAFETY: per contract.
+    unsafe { destroy_locked(&mut heaps, h) };
 }
 
-/// The heap used by threads whose own heap is gone (malloc from a late
-/// thread-exit destructor), one at a time.
-pub static ORPHAN: Lock<Heap> = Lock::new(Heap::new());
+/// # Safety
+/// As for [`destroy`], with the registry locked.
+unsafe fn destroy_locked(heaps: &mut Heaps, h: *mut Heap) {
+    // SAFETY: `h` is registered; the registry is locked.
+    unsafe {
+        heaps.live.remove(h);
+        (*h).next = heaps.free;
+    }
+    heaps.len -= 1;
+    heaps.free = h;
+}
 
-pub fn locks() -> [&'static crate::sync::RawLock; 2] {
-    [POOL.raw(), ORPHAN.raw()]
+/// What a visitor did with a heap.
+pub enum Visited {
+    /// Still in use: it goes to the back of the registry.
+    Keep,
+    /// Torn down (its thread is gone): back to the pool.
+    Destroyed,
+}
+
+/// Visit up to `max` registered heaps, oldest first (each visited heap goes
+/// to the back, so repeated calls go round them all). The registry stays
+/// locked during `f`, so a heap cannot be destroyed and reused under it;
+/// `f` must not wait for a heap's lock (only `try_lock` it).
+pub fn visit(max: usize, mut f: impl FnMut(*mut Heap) -> Visited) {
+    let mut heaps = HEAPS.lock();
+    for _ in 0..max.min(heaps.len) {
+        let h = heaps.live.head;
+        // SAFETY: `h` is registered; the registry is locked.
+        unsafe {
+            heaps.live.remove(h);
+            heaps.live.push_back(h);
+            match f(h) {
+                Visited::Keep => {}
+                Visited::Destroyed => {
+                    destroy_locked(&mut heaps, h);
+                    stats::count(&STATS.heaps_reaped);
+                }
+            }
+        }
+    }
+}
+
+/// How many heaps are registered now.
+pub fn registered() -> usize {
+    HEAPS.lock().len
+}
+
+pub fn lock() -> &'static RawLock {
+    HEAPS.raw()
 }

@@ -38,7 +38,7 @@ struct Cache {
     bytes: usize,
 }
 
-static CACHE: Lock<Cache> =
+static LARGE_CACHE: Lock<Cache> =
     Lock::new(Cache { slots: [Cached { base: 0, chunks: 0, touched: 0 }; CACHE_SLOTS], len: 0, bytes: 0 });
 
 #[inline]
@@ -64,9 +64,15 @@ pub fn alloc(size: usize, align: usize) -> (*mut u8, bool) {
     let chunks = chunks_for(bytes);
     if align <= CHUNK {
         if let Some(c) = cache_take(chunks) {
-            if c.touched > bytes {
-                // SAFETY: the tail past the new size is free memory of this block.
-                unsafe { os::purge((c.base + bytes) as *mut u8, c.touched - bytes) };
+            // SAFETY: a cached block is free memory of ours. Its previous
+            // owner may have made it non-inheritable (`MADV_DONTFORK`, as
+            // RDMA stacks do); the new owner expects a plain mapping.
+            unsafe {
+                os::allow_fork_inherit(c.base as *mut u8, chunks * CHUNK);
+                if c.touched > bytes {
+                    // The tail past the new size is free memory of this block.
+                    os::purge((c.base + bytes) as *mut u8, c.touched - bytes);
+                }
             }
             page_map::set(c.base, Entry::LargeHead { pages });
             stats::count(&STATS.large_cache_hits);
@@ -105,7 +111,7 @@ pub unsafe fn free(p: *mut u8, pages: usize) {
     let mut evicted = [Cached { base: 0, chunks: 0, touched: 0 }; 4];
     let mut n_evicted = 0;
     let kept = if bytes <= limit {
-        let mut c = CACHE.lock();
+        let mut c = LARGE_CACHE.lock();
         // Make room: evict the oldest entries.
         while (c.len == CACHE_SLOTS || c.bytes + bytes > limit) && c.len > 0 && n_evicted < evicted.len() {
             evicted[n_evicted] = c.slots[0];
@@ -152,7 +158,7 @@ unsafe fn release(p: *mut u8, chunks: usize) {
 /// The smallest cached block of at least `chunks` chunks (newest first among
 /// equals, its pages are the likeliest to be warm), cut down to `chunks`.
 fn cache_take(chunks: usize) -> Option<Cached> {
-    let mut c = CACHE.lock();
+    let mut c = LARGE_CACHE.lock();
     let mut best: Option<usize> = None;
     for i in (0..c.len).rev() {
         let n = c.slots[i].chunks;
@@ -249,24 +255,27 @@ pub unsafe fn realloc(p: *mut u8, pages: usize, new_size: usize) -> *mut u8 {
     dest
 }
 
-/// Unmap every cached block (malloc_trim).
-pub fn trim() {
+/// Unmap every cached block (malloc_trim, memory pressure). Returns the
+/// bytes that may have been resident.
+pub fn trim() -> usize {
+    let mut released = 0;
     loop {
         let e = {
-            let mut c = CACHE.lock();
+            let mut c = LARGE_CACHE.lock();
             if c.len == 0 {
-                return;
+                return released;
             }
             c.len -= 1;
             let e = c.slots[c.len];
             c.bytes -= e.touched;
             e
         };
+        released += e.touched;
         // SAFETY: taken out of the cache: free and ours.
         unsafe { release(e.base as *mut u8, e.chunks) };
     }
 }
 
 pub fn lock() -> &'static crate::sync::RawLock {
-    CACHE.raw()
+    LARGE_CACHE.raw()
 }

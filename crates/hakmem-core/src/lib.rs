@@ -3,13 +3,17 @@
 //! Modules, lowest layer first; each uses only modules above it in this list
 //! (see README.md beside this file):
 //!
-//! - `os`, `sync`: the OS boundary (mmap, madvise, mincore, futex, stderr) and
-//!   an allocation-free lock.
-//! - `config`, `diag`, `stats`: HAKMEM_* flags, `hakmem:` diagnostics, counters.
-//! - `size_class`, `page_map`, `remote`, `list`: pure data structures.
+//! - `os`, `sync`: the OS boundary (mmap, madvise, futex, stderr, thread
+//!   ids, keys) and an allocation-free lock.
+//! - `diag`, `config`, `stats`, `misuse`: `hakmem:` lines, HAKMEM_* flags,
+//!   counters, misuse reports.
+//! - `list`, `size_class`, `page_map`, `remote`: pure data structures.
 //! - `slab`, `segment`: slabs of one size class inside 4 MiB segments.
-//! - `heap`, `thread_cache`: per-thread ownership and the fast paths.
-//! - `large`, `foreign`: blocks over 256 KiB, and pointers that are not ours.
+//! - `thread_cache`, `heap`: per-class bins, and a thread's slabs and slow paths.
+//! - `large`: blocks over 256 KiB.
+//! - `reclaim`: memory whose owner is idle or gone comes back.
+//! - `thread`: the calling thread's heap, the fast paths, thread start/exit.
+//! - `foreign`: pointers that are not ours.
 //! - `api`: the C allocation API with glibc's semantics.
 //! - `lifecycle`: load-time set-up and fork handlers.
 //!
@@ -24,6 +28,7 @@ pub mod sync;
 
 pub mod config;
 pub mod diag;
+pub mod misuse;
 pub mod stats;
 
 pub mod list;
@@ -37,8 +42,11 @@ pub mod slab;
 pub mod heap;
 pub mod thread_cache;
 
-pub mod foreign;
 pub mod large;
+pub mod reclaim;
+pub mod thread;
+
+pub mod foreign;
 
 pub mod api;
 pub mod lifecycle;

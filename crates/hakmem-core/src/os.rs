@@ -21,6 +21,8 @@ pub const fn round_up(n: usize, align: usize) -> Option<usize> {
 
 /// Map `size` bytes of fresh, zeroed, read-write anonymous memory.
 /// Returns null when the kernel refuses (out of memory or address space).
+/// Mappings are accounted (no `MAP_NORESERVE`), as glibc's are: a request
+/// larger than the machine can ever back fails here, not at first touch.
 /// `size` must be a non-zero multiple of [`PAGE`].
 pub fn map(size: usize) -> *mut u8 {
     debug_assert!(size > 0 && size % PAGE == 0);
@@ -31,7 +33,7 @@ pub fn map(size: usize) -> *mut u8 {
             ptr::null_mut(),
             size,
             libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
             -1,
             0,
         )
@@ -63,7 +65,7 @@ pub fn map_aligned(size: usize, align: usize) -> *mut u8 {
                 want as *mut libc::c_void,
                 size,
                 libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE | libc::MAP_FIXED_NOREPLACE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED_NOREPLACE,
                 -1,
                 0,
             )
@@ -151,20 +153,6 @@ pub unsafe fn remap(old: *mut u8, old_size: usize, new_size: usize, dest: *mut u
     }
 }
 
-/// Is the page holding `addr` mapped in this process? Used before reading
-/// memory hakmem does not own (foreign pointers, invalid-free diagnostics).
-pub fn is_mapped(addr: usize) -> bool {
-    let page = addr & !(PAGE - 1);
-    if page == 0 {
-        return false;
-    }
-    let mut vec = 0u8;
-    // SAFETY: mincore only inspects the page tables; it never touches the page,
-    // and `vec` has room for the one page asked about.
-    let rc = unsafe { libc::mincore(page as *mut libc::c_void, PAGE, &mut vec) };
-    rc == 0
-}
-
 /// Write `bytes` to stderr with `write(2)`, retrying on short writes.
 pub fn write_stderr(bytes: &[u8]) {
     let mut rest = bytes;
@@ -224,24 +212,286 @@ pub fn environment_ready() -> bool {
     unsafe { !ptr::read_volatile(ptr::addr_of!(environ)).is_null() }
 }
 
-/// A per-process random 64-bit value (for the free-block key), from the
-/// kernel's AT_RANDOM bytes, mixed with an address for good measure.
+/// Fresh random bytes from the kernel (`getrandom`, without blocking). When
+/// the kernel cannot give them (very early boot, a seccomp filter), the
+/// clock and addresses are mixed instead: unpredictable enough for free-list
+/// keys, never glibc's AT_RANDOM bytes (its pointer guard and stack canary).
 pub fn random_u64() -> u64 {
-    // SAFETY: getauxval has no preconditions; AT_RANDOM points to 16 bytes
-    // that the kernel placed on the initial stack for the process lifetime.
-    let at = unsafe { libc::getauxval(libc::AT_RANDOM) } as *const u64;
-    let mut x = if at.is_null() {
-        0
-    } else {
-        // SAFETY: see above; the bytes may be unaligned.
-        unsafe { ptr::read_unaligned(at.add(1)) }
+    let mut x = 0u64;
+    // SAFETY: the kernel writes at most 8 bytes into `x`.
+    let n = unsafe {
+        libc::syscall(
+            libc::SYS_getrandom,
+            &mut x as *mut u64 as *mut libc::c_void,
+            8usize,
+            libc::GRND_NONBLOCK,
+        )
     };
-    x ^= (&x as *const u64 as u64).rotate_left(32);
-    // splitmix64 finaliser
+    if n != 8 {
+        let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+        // SAFETY: `ts` is a valid timespec to write.
+        unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+        x = (ts.tv_nsec as u64) ^ (ts.tv_sec as u64).rotate_left(32) ^ (&x as *const u64 as u64);
+        x ^= (random_u64 as *const () as u64).rotate_left(17);
+    }
+    // splitmix64 finaliser: spreads whatever entropy there is over all bits.
     x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
     x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
     x ^ (x >> 31)
+}
+
+/// The calling thread's thread pointer (`%fs:0`, the address of its glibc
+/// thread descriptor): a cheap identity, unique among live threads.
+#[inline(always)]
+pub fn thread_pointer() -> usize {
+    let p: usize;
+    // SAFETY: reads the thread pointer; %fs:0 holds its own address on
+    // x86_64 glibc. No memory is written.
+    unsafe {
+        core::arch::asm!("mov {p}, qword ptr fs:[0]", p = out(reg) p, options(nostack, pure, readonly));
+    }
+    p
+}
+
+/// The calling thread's kernel thread id.
+pub fn gettid() -> i32 {
+    // SAFETY: gettid has no preconditions.
+    unsafe { libc::syscall(libc::SYS_gettid) as i32 }
+}
+
+/// Is thread `tid` of this process still running? Asks the kernel
+/// (`tgkill` with signal 0). A thread that has exited — or, in a forked
+/// child, every thread of the parent but the forking one — answers ESRCH.
+/// When in doubt (a seccomp filter refusing the call), it is alive.
+pub fn thread_alive(tid: i32) -> bool {
+    // SAFETY: signal 0 only checks that the thread exists; nothing is sent.
+    let rc = unsafe { libc::syscall(libc::SYS_tgkill, libc::getpid(), tid, 0) };
+    !(rc != 0 && errno() == libc::ESRCH)
+}
+
+/// Copy `buf.len()` bytes from `addr` in this process without ever faulting:
+/// false when any of them is not readable (unmapped, `PROT_NONE`, a file
+/// mapping past its end). For reading memory hakmem does not own.
+pub fn read_foreign(addr: usize, buf: &mut [u8]) -> bool {
+    let local = libc::iovec { iov_base: buf.as_mut_ptr() as *mut libc::c_void, iov_len: buf.len() };
+    let remote = libc::iovec { iov_base: addr as *mut libc::c_void, iov_len: buf.len() };
+    // SAFETY: process_vm_readv reads the remote range through the kernel,
+    // which reports EFAULT instead of faulting; `buf` is ours to write.
+    let n = unsafe { libc::process_vm_readv(libc::getpid(), &local, 1, &remote, 1, 0) };
+    if n == buf.len() as isize {
+        return true;
+    }
+    if n >= 0 || errno() == libc::EFAULT {
+        return false;
+    }
+    read_foreign_through_pipe(addr, buf)
+}
+
+/// Fallback of [`read_foreign`] where `process_vm_readv` is not allowed:
+/// `write(2)` of the range into a pipe fails with EFAULT instead of faulting.
+fn read_foreign_through_pipe(addr: usize, buf: &mut [u8]) -> bool {
+    let mut fds = [0i32; 2];
+    // SAFETY: `fds` has room for the two descriptors.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC | libc::O_NONBLOCK) } != 0 {
+        return false;
+    }
+    // SAFETY: the kernel reads the range (or reports EFAULT); the pipe is ours.
+    let ok = unsafe {
+        libc::write(fds[1], addr as *const libc::c_void, buf.len()) == buf.len() as isize
+            && libc::read(fds[0], buf.as_mut_ptr() as *mut libc::c_void, buf.len()) == buf.len() as isize
+    };
+    // SAFETY: closing the descriptors just made.
+    unsafe {
+        libc::close(fds[0]);
+        libc::close(fds[1]);
+    }
+    ok
+}
+
+/// A pthread key whose destructor runs at thread exit, or `None` when the
+/// process has used up its keys. Does not allocate.
+pub fn thread_key_create(destructor: extern "C" fn(*mut libc::c_void)) -> Option<u32> {
+    let mut key: libc::pthread_key_t = 0;
+    // SAFETY: pthread_key_create writes the key; keys live in a static table.
+    (unsafe { libc::pthread_key_create(&mut key, Some(destructor)) } == 0).then_some(key)
+}
+
+/// Set the calling thread's value of `key` (the destructor runs at exit
+/// only for a non-null value). May call `calloc` (keys past the first 32);
+/// false when that failed.
+pub fn thread_key_set(key: u32, value: *mut u8) -> bool {
+    // SAFETY: `key` came from thread_key_create.
+    unsafe { libc::pthread_setspecific(key, value as *const libc::c_void) == 0 }
+}
+
+/// Register fork handlers.
+pub fn at_fork(prepare: extern "C" fn(), parent: extern "C" fn(), child: extern "C" fn()) {
+    // SAFETY: plain functions with the signature pthread_atfork expects.
+    unsafe { libc::pthread_atfork(Some(prepare), Some(parent), Some(child)) };
+}
+
+/// Run `f` at normal process exit.
+pub fn at_exit(f: extern "C" fn()) {
+    // SAFETY: a plain function with the signature atexit expects.
+    unsafe { libc::atexit(f) };
+}
+
+/// The address of symbol `name` (NUL-terminated) in the objects loaded
+/// after the caller (`RTLD_NEXT`), or null. May call `malloc`: never from
+/// under a hakmem lock.
+pub fn next_symbol(name: &core::ffi::CStr) -> usize {
+    // SAFETY: dlsym with a NUL-terminated name.
+    unsafe { libc::dlsym(libc::RTLD_NEXT, name.as_ptr()) as usize }
+}
+
+/// The address the process resolves symbol `name` to (`RTLD_DEFAULT`: the
+/// first definition in load order), or null. May call `malloc`.
+pub fn default_symbol(name: &core::ffi::CStr) -> usize {
+    // SAFETY: dlsym with a NUL-terminated name.
+    unsafe { libc::dlsym(libc::RTLD_DEFAULT, name.as_ptr()) as usize }
+}
+
+/// Let a mapping be inherited by `fork` again (undo a user's
+/// `madvise(MADV_DONTFORK)` before the memory serves someone else).
+///
+/// # Safety
+/// The range is page aligned and hakmem's.
+pub unsafe fn allow_fork_inherit(p: *mut u8, size: usize) {
+    // SAFETY: caller guarantees the range is ours.
+    unsafe { libc::madvise(p as *mut libc::c_void, size, libc::MADV_DOFORK) };
+}
+
+/// What `/proc/self/maps` says about the mapping holding an address.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Mapping {
+    pub start: usize,
+    pub end: usize,
+    /// Readable, writable, private.
+    pub rw_private: bool,
+    /// Not backed by a file (inode 0).
+    pub anonymous: bool,
+    pub kind: MappingKind,
+    /// Right above an inaccessible (`---p`) mapping: a guard page, as below
+    /// every thread stack glibc makes.
+    pub guarded_below: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MappingKind {
+    /// The brk heap, `[heap]` (glibc's main arena).
+    Heap,
+    /// The main thread's stack, `[stack]`.
+    Stack,
+    /// Anything else (named or not).
+    Other,
+}
+
+/// The mapping holding `addr`, from `/proc/self/maps`: `Ok(None)` when
+/// nothing is mapped there, `Err(())` when the file cannot be read (no
+/// /proc). Reads the file through a stack buffer: no allocation.
+#[allow(clippy::result_unit_err)]
+pub fn mapping_at(addr: usize) -> Result<Option<Mapping>, ()> {
+    // SAFETY: a NUL-terminated path; the descriptor is closed below.
+    let fd = unsafe { libc::open(c"/proc/self/maps".as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) };
+    if fd < 0 {
+        return Err(());
+    }
+    let mut buf = [0u8; 4096];
+    let mut len = 0;
+    let mut found = Ok(None);
+    // End of the previous mapping if it was inaccessible.
+    let mut guard_end = usize::MAX;
+    'read: loop {
+        // SAFETY: reading into the free tail of `buf`.
+        let n = unsafe { libc::read(fd, buf.as_mut_ptr().add(len) as *mut libc::c_void, buf.len() - len) };
+        if n < 0 && errno() == libc::EINTR {
+            continue;
+        }
+        if n <= 0 {
+            if n < 0 {
+                found = Err(());
+            }
+            break;
+        }
+        len += n as usize;
+        let mut line_start = 0;
+        while let Some(nl) = buf[line_start..len].iter().position(|&b| b == b'\n') {
+            if let Some((mut m, inaccessible)) = parse_maps_line(&buf[line_start..line_start + nl]) {
+                if m.start <= addr && addr < m.end {
+                    m.guarded_below = guard_end == m.start;
+                    found = Ok(Some(m));
+                    break 'read;
+                }
+                if m.start > addr {
+                    break 'read;
+                }
+                guard_end = if inaccessible { m.end } else { usize::MAX };
+            }
+            line_start += nl + 1;
+        }
+        if line_start == 0 && len == buf.len() {
+            // A line longer than the buffer (a huge path): drop it.
+            len = 0;
+            continue;
+        }
+        buf.copy_within(line_start..len, 0);
+        len -= line_start;
+    }
+    // SAFETY: closing the descriptor opened above.
+    unsafe { libc::close(fd) };
+    found
+}
+
+/// Parse `start-end perms offset dev inode [path]`; also says whether the
+/// mapping is inaccessible (`---`).
+fn parse_maps_line(line: &[u8]) -> Option<(Mapping, bool)> {
+    let mut fields = line.split(|&b| b == b' ').filter(|f| !f.is_empty());
+    let range = fields.next()?;
+    let dash = range.iter().position(|&b| b == b'-')?;
+    let start = parse_hex(&range[..dash])?;
+    let end = parse_hex(&range[dash + 1..])?;
+    let perms = fields.next()?;
+    let _offset = fields.next()?;
+    let _dev = fields.next()?;
+    let inode = fields.next()?;
+    let path = fields.next().unwrap_or(b"");
+    let kind = match path {
+        b"[heap]" => MappingKind::Heap,
+        b"[stack]" => MappingKind::Stack,
+        _ => MappingKind::Other,
+    };
+    let mapping = Mapping {
+        start,
+        end,
+        rw_private: perms.len() >= 4 && perms[0] == b'r' && perms[1] == b'w' && perms[3] == b'p',
+        anonymous: inode == b"0",
+        kind,
+        guarded_below: false,
+    };
+    Some((mapping, perms.starts_with(b"---")))
+}
+
+fn parse_hex(s: &[u8]) -> Option<usize> {
+    if s.is_empty() || s.len() > 16 {
+        return None;
+    }
+    s.iter().try_fold(0usize, |v, &c| Some(v << 4 | (c as char).to_digit(16)? as usize))
+}
+
+/// The calling thread's stack pointer (roughly: an address in its frame).
+#[inline(always)]
+pub fn stack_pointer() -> usize {
+    let sp: usize;
+    // SAFETY: reads the stack pointer register; nothing is written.
+    unsafe { core::arch::asm!("mov {}, rsp", out(reg) sp, options(nomem, nostack, preserves_flags)) };
+    sp
+}
+
+/// Read one machine word of memory hakmem does not own, safely.
+pub fn read_foreign_word(addr: usize) -> Option<usize> {
+    let mut b = [0u8; 8];
+    read_foreign(addr, &mut b).then(|| usize::from_ne_bytes(b))
 }
 
 /// A cheap monotonic clock in nanoseconds (CLOCK_MONOTONIC_COARSE, read
@@ -295,17 +545,41 @@ mod tests {
     }
 
     #[test]
-    fn mincore_tells_mapped_from_unmapped() {
-        // A big range, so that other tests' mappings do not refill its middle
-        // between the unmap and the check.
-        let size = 1 << 30;
-        let p = map(size);
-        assert!(is_mapped(p as usize + 100));
-        // SAFETY: unmapping our own range.
-        unsafe { unmap(p, size) };
-        assert!(!is_mapped(p as usize + size / 2));
-        assert!(!is_mapped(0));
-        assert!(!is_mapped(16));
+    fn maps_know_the_heap_the_stack_and_our_own_mappings() {
+        let p = map(4 * PAGE);
+        let m = mapping_at(p as usize + PAGE).unwrap().unwrap();
+        assert!(m.start <= p as usize && p as usize + 4 * PAGE <= m.end);
+        assert!(m.rw_private && m.anonymous && m.kind == MappingKind::Other);
+        // Test threads run on glibc-made stacks, with a guard page below.
+        let local = 0u64;
+        let s = mapping_at(&local as *const u64 as usize).unwrap().unwrap();
+        assert!(s.rw_private && (s.guarded_below || s.kind == MappingKind::Stack));
+        // SAFETY: our own mapping.
+        unsafe { unmap(p, 4 * PAGE) };
+        assert_eq!(mapping_at(p as usize + PAGE), Ok(None));
+        assert_eq!(mapping_at(8), Ok(None));
+        let libc_text = mapping_at(libc::malloc as *const () as usize).unwrap().unwrap();
+        assert!(!libc_text.anonymous && !libc_text.rw_private);
+    }
+
+    #[test]
+    fn foreign_reads_never_fault() {
+        let p = map(2 * PAGE);
+        // SAFETY: our own mapping: make its second page unreadable.
+        unsafe {
+            *(p as *mut u64) = 0x1234;
+            libc::mprotect(p.add(PAGE) as *mut libc::c_void, PAGE, libc::PROT_NONE);
+        }
+        assert_eq!(read_foreign_word(p as usize), Some(0x1234));
+        assert_eq!(read_foreign_word(p as usize + PAGE), None);
+        assert_eq!(read_foreign_word(p as usize + PAGE - 4), None, "straddles into the PROT_NONE page");
+        assert!(!read_foreign_through_pipe(p as usize + PAGE, &mut [0u8; 8]));
+        let mut b = [0u8; 8];
+        assert!(read_foreign_through_pipe(p as usize, &mut b));
+        assert_eq!(u64::from_ne_bytes(b), 0x1234);
+        // SAFETY: our own mapping.
+        unsafe { unmap(p, 2 * PAGE) };
+        assert_eq!(read_foreign_word(p as usize), None);
     }
 
     #[test]

@@ -27,15 +27,13 @@ const PTR_MASK: usize = (1 << COUNT_SHIFT) - 1;
 /// Most nodes the list can count.
 pub const MAX_COUNT: usize = (1 << (usize::BITS - COUNT_SHIFT)) - 1;
 
-/// Where a node keeps its "next" pointer.
+/// Where a node keeps its "next" pointer. The list only writes links (the
+/// consumer walks a taken chain with its own accessor).
 ///
 /// # Safety
-/// `get_next`/`set_next` are only called on nodes the caller exclusively holds
-/// (a node being pushed, or nodes of a chain taken with `take_all`).
+/// `set_next` is only called on nodes the caller exclusively holds (a node
+/// being pushed).
 pub unsafe trait Link {
-    /// # Safety
-    /// `node` must be valid and exclusively held by the caller.
-    unsafe fn get_next(node: *mut Self) -> *mut Self;
     /// # Safety
     /// `node` must be valid and exclusively held by the caller.
     unsafe fn set_next(node: *mut Self, next: *mut Self);
@@ -132,10 +130,6 @@ mod tests {
 
     // SAFETY: the link is a plain field of a node the caller holds.
     unsafe impl Link for Node {
-        unsafe fn get_next(node: *mut Self) -> *mut Self {
-            // SAFETY: caller holds `node`.
-            unsafe { (*node).next }
-        }
         unsafe fn set_next(node: *mut Self, next: *mut Self) {
             // SAFETY: caller holds `node`.
             unsafe { (*node).next = next }

@@ -3,26 +3,35 @@
 //! ```text
 //!  segment base (chunk aligned)
 //!  | slab page 0: Segment header  | slab page 1 | ... | slab page 63 |
-//!                                 \___ slab (1..16 pages, one class) ___/
+//!                                 \___ slab (1..4 pages, one class) ___/
 //! ```
 //!
 //! The header holds the owner heap, a bitmap of free slab pages, a per-page
-//! table `(class, first page of its slab)` that `free` reads to classify a
-//! pointer, and the slab descriptors (indexed by their first page). Everything
-//! in a segment belongs to one heap (its owner); a segment whose thread
-//! exited is *abandoned* (owner null) until another heap adopts it with a CAS.
+//! table `(class, first page of its slab, carve point)` that `free` reads to
+//! classify a pointer, and the slab descriptors (indexed by their first
+//! page). Everything in a segment belongs to one heap (its owner).
 //!
-//! Released segments are kept in a small global cache (so a stale pointer into
-//! one is still recognised and reported, and a new thread reuses warm pages),
-//! or unmapped.
+//! A segment whose heap's thread exited with live blocks in it is
+//! *abandoned*: its owner is null and it waits, oldest first, in a global
+//! queue. Other threads keep freeing into it through remote lists. Whoever
+//! visits it next (`reclaim_abandoned`: a heap that needs a slab, the decay
+//! clock, `malloc_trim`, a failed `mmap`) claims it, drains the remote lists,
+//! releases the empty slabs and either gives the segment back (empty),
+//! adopts it (room for the visitor's slabs) or ages its free pages and queues
+//! it again. So an abandoned segment never sinks out of reach.
+//!
+//! Released segments are kept in a small global cache (so a stale pointer
+//! into one is still recognised and reported, and a new thread reuses warm
+//! pages), or unmapped.
 
 use core::ptr;
-use core::sync::atomic::{AtomicPtr, AtomicU16, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicPtr, AtomicU32, AtomicU64, Ordering};
 
 use crate::config;
+use crate::list::{Linked, Queue};
 use crate::os;
 use crate::page_map::{self, Entry, CHUNK, CHUNK_MASK};
-use crate::size_class::{SLAB_PAGE, SLAB_PAGES, SLAB_PAGE_SHIFT};
+use crate::size_class::{CLASS_MASK, NUM_CLASSES, SLAB_PAGE, SLAB_PAGES, SLAB_PAGE_SHIFT};
 use crate::slab::Slab;
 use crate::stats::{self, STATS};
 use crate::sync::Lock;
@@ -31,11 +40,19 @@ pub const PAGES: usize = CHUNK / SLAB_PAGE;
 const _: () = assert!(PAGES == 64, "the page bitmaps are u64");
 const _: () = assert!(core::mem::size_of::<Segment>() <= SLAB_PAGE);
 
-/// Free segments kept mapped (decommitted) for reuse.
+/// Free segments kept mapped for reuse.
 const SEGMENT_CACHE_MAX: usize = 8;
 
 /// Who owns a segment: a heap, seen from this layer only as an identity.
 pub enum Owner {}
+
+/// The owner of a segment being drained by a visitor that does not adopt
+/// it: no heap, so every free into it meanwhile goes through remote lists.
+static VISITOR: u8 = 0;
+
+fn visitor() -> *mut Owner {
+    (&raw const VISITOR) as *mut Owner
+}
 
 #[repr(C)]
 pub struct Segment {
@@ -54,10 +71,49 @@ pub struct Segment {
     /// Links of the owner heap's segment list, or of a global list.
     pub next: *mut Segment,
     pub prev: *mut Segment,
-    /// Per slab page: `class | first_page << 8`; class 0 = no live slab.
-    pub page_info: [AtomicU16; PAGES],
+    /// Per slab page, see [`PageInfo`]; 0 = no live slab.
+    pub page_info: [AtomicU32; PAGES],
     /// Slab descriptors, valid at the index of each slab's first page.
     pub slabs: [Slab; PAGES],
+}
+
+// SAFETY: `next` and `prev` are distinct fields.
+unsafe impl Linked for Segment {
+    unsafe fn links(p: *mut Self) -> (*mut *mut Self, *mut *mut Self) {
+        // SAFETY: `p` is valid.
+        unsafe { (&raw mut (*p).next, &raw mut (*p).prev) }
+    }
+}
+
+/// A page-table entry: `class | first page of the slab << 8 | carve point
+/// in 16-byte units << 16`. `free` accepts a pointer only below the carve
+/// point of its slab, so a block start that was never handed out is refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PageInfo(pub u32);
+
+impl PageInfo {
+    pub fn new(class: usize, first: usize, carved_bytes: usize) -> PageInfo {
+        debug_assert!(class < NUM_CLASSES && first < PAGES && carved_bytes % 16 == 0 && carved_bytes / 16 <= 0xffff);
+        PageInfo(class as u32 | (first as u32) << 8 | ((carved_bytes / 16) as u32) << 16)
+    }
+
+    /// The class, masked to the 64 slots of the per-class tables (classes
+    /// are below 64), so indexing them needs no bounds check.
+    #[inline(always)]
+    pub fn class(self) -> usize {
+        self.0 as usize & CLASS_MASK
+    }
+
+    #[inline(always)]
+    pub fn first_page(self) -> usize {
+        ((self.0 >> 8) & 0xff) as usize
+    }
+
+    /// Bytes of the slab carved so far: block starts lie below.
+    #[inline(always)]
+    pub fn carved_bytes(self) -> usize {
+        ((self.0 >> 16) as usize) << 4
+    }
 }
 
 const ALL_SLAB_PAGES: u64 = !1;
@@ -68,16 +124,22 @@ static EPOCH: AtomicU64 = AtomicU64::new(0);
 static EPOCH_START: AtomicU64 = AtomicU64::new(0);
 
 /// The current purge epoch; advances every HAKMEM_PURGE_DELAY_MS, as seen
-/// by whichever thread looks first.
-pub fn purge_epoch() -> u64 {
+/// by whichever thread looks first. The second value is true for the one
+/// caller that advanced it (the process-wide decay work is its to do).
+pub fn purge_epoch() -> (u64, bool) {
     let delay = config::get(config::PURGE_DELAY_MS) as u64 * 1_000_000;
     let now = os::coarse_now_ns();
     let start = EPOCH_START.load(Ordering::Relaxed);
     if now.wrapping_sub(start) >= delay
         && EPOCH_START.compare_exchange(start, now, Ordering::Relaxed, Ordering::Relaxed).is_ok()
     {
-        return EPOCH.fetch_add(1, Ordering::Relaxed) + 1;
+        return (EPOCH.fetch_add(1, Ordering::Relaxed) + 1, true);
     }
+    (EPOCH.load(Ordering::Relaxed), false)
+}
+
+/// The current purge epoch, without advancing the clock.
+pub fn current_epoch() -> u64 {
     EPOCH.load(Ordering::Relaxed)
 }
 
@@ -99,14 +161,20 @@ impl Segment {
         (self as *const Segment as usize + (i << SLAB_PAGE_SHIFT)) as *mut u8
     }
 
+    /// The page-table entry of the page holding `p`.
+    #[inline(always)]
+    pub fn info_at(&self, p: usize) -> PageInfo {
+        PageInfo(self.page_info[Self::page_index(p)].load(Ordering::Relaxed))
+    }
+
     /// The slab that page `i` belongs to, if any.
     #[inline]
     pub fn slab_at(&mut self, i: usize) -> Option<&mut Slab> {
-        let info = self.page_info[i].load(Ordering::Relaxed);
-        if info & 0xff == 0 {
+        let info = PageInfo(self.page_info[i].load(Ordering::Relaxed));
+        if info.class() == 0 {
             return None;
         }
-        Some(&mut self.slabs[(info >> 8) as usize])
+        Some(&mut self.slabs[info.first_page()])
     }
 
     /// Find `n` contiguous free pages; returns the first.
@@ -129,15 +197,23 @@ impl Segment {
         self.dirty_pages &= !mask;
         self.aged_pages &= !mask;
         self.live_slabs += 1;
-        let info = class as u16 | (first as u16) << 8;
-        for i in first..first + n {
+        let base = self.page_addr(first);
+        self.slabs[first].init(base, class);
+        self.publish_carved(first);
+        stats::count(&STATS.slabs_created);
+        Some((&mut self.slabs[first], dirty))
+    }
+
+    /// Write the page-table entries of the slab at page `first` with its
+    /// current carve point. Called after carving, before any newly carved
+    /// block is handed out (so that a thread that later frees one, having
+    /// got it through its own synchronisation, sees the new carve point).
+    pub fn publish_carved(&self, first: usize) {
+        let s = &self.slabs[first];
+        let info = PageInfo::new(s.class as usize, first, s.carved_bytes()).0;
+        for i in first..first + s.pages as usize {
             self.page_info[i].store(info, Ordering::Relaxed);
         }
-        let base = self.page_addr(first);
-        let slab = &mut self.slabs[first];
-        slab.init(base, class);
-        stats::count(&STATS.slabs_created);
-        Some((slab, dirty))
     }
 
     /// Give the pages of an empty slab back to the segment (they stay dirty).
@@ -156,6 +232,27 @@ impl Segment {
         self.live_slabs -= 1;
         stats::count(&STATS.slabs_released);
         n * SLAB_PAGE
+    }
+
+    /// Take every slab's remote frees and release the slabs left empty, for
+    /// a segment on no heap's lists (claimed by a visitor). Returns the
+    /// bytes that became dirty.
+    fn drain(&mut self) -> usize {
+        let mut dirty = 0;
+        let mut i = 1;
+        while i < PAGES {
+            let Some(slab) = self.slab_at(i) else {
+                i += 1;
+                continue;
+            };
+            let n = slab.pages as usize;
+            slab.collect_remote();
+            if slab.used == 0 {
+                dirty += self.release_slab(i);
+            }
+            i += n;
+        }
+        dirty
     }
 
     /// Give every dirty free page back to the OS. Returns the bytes purged.
@@ -217,16 +314,17 @@ impl Segment {
         let mut live = 0;
         let mut i = 1;
         while i < PAGES {
-            let info = self.page_info[i].load(Ordering::Relaxed);
-            if info & 0xff == 0 {
+            let info = PageInfo(self.page_info[i].load(Ordering::Relaxed));
+            if info.class() == 0 {
                 assert!(self.free_pages & (1 << i) != 0, "page {i} neither free nor in a slab");
                 i += 1;
                 continue;
             }
-            assert_eq!((info >> 8) as usize, i, "slab starts at its first page");
+            assert_eq!(info.first_page(), i, "slab starts at its first page");
+            assert_eq!(info.carved_bytes(), self.slabs[i].carved_bytes(), "carve point published");
             let n = self.slabs[i].pages as usize;
             for j in i..i + n {
-                assert_eq!(self.page_info[j].load(Ordering::Relaxed), info);
+                assert_eq!(self.page_info[j].load(Ordering::Relaxed), info.0);
                 assert!(self.free_pages & (1 << j) == 0);
             }
             self.slabs[i].check();
@@ -242,27 +340,38 @@ fn run_mask(first: usize, n: usize) -> u64 {
     (if n >= 64 { u64::MAX } else { (1u64 << n) - 1 }) << first
 }
 
-struct SegmentList {
+struct SegmentCache {
     head: *mut Segment,
     len: usize,
-    /// Dirty (still committed) free bytes in the listed segments.
+    /// Dirty (still committed) free bytes in the cached segments.
     dirty: usize,
 }
 
 // SAFETY: the raw pointers are only followed under the lock.
-unsafe impl Send for SegmentList {}
+unsafe impl Send for SegmentCache {}
 
-/// Decommitted free segments, ready for reuse.
-static CACHE: Lock<SegmentList> = Lock::new(SegmentList { head: ptr::null_mut(), len: 0, dirty: 0 });
-/// Segments whose heap's thread exited while they still held live blocks.
-static ABANDONED: Lock<SegmentList> = Lock::new(SegmentList { head: ptr::null_mut(), len: 0, dirty: 0 });
+/// Empty segments, ready for reuse.
+static SEGMENT_CACHE: Lock<SegmentCache> =
+    Lock::new(SegmentCache { head: ptr::null_mut(), len: 0, dirty: 0 });
 
-/// Get an empty segment (all slab pages free) owned by nobody. A segment
-/// from the cache may still have dirty pages (`dirty_pages`), which the new
-/// owner accounts for.
+struct Abandoned {
+    queue: Queue<Segment>,
+    len: usize,
+}
+
+// SAFETY: the raw pointers are only followed under the lock.
+unsafe impl Send for Abandoned {}
+
+/// Segments whose heap's thread exited while they still held live blocks,
+/// oldest first.
+static ABANDONED: Lock<Abandoned> = Lock::new(Abandoned { queue: Queue::new(), len: 0 });
+
+/// Get an empty segment (all slab pages free) owned by nobody, or null when
+/// the system refuses memory. A segment from the cache may still have dirty
+/// pages (`dirty_pages`), which the new owner accounts for.
 pub fn acquire() -> *mut Segment {
     let cached = {
-        let mut c = CACHE.lock();
+        let mut c = SEGMENT_CACHE.lock();
         let s = c.head;
         if !s.is_null() {
             // SAFETY: cached segments are mapped and only linked here.
@@ -302,34 +411,93 @@ pub fn acquire() -> *mut Segment {
 
 /// Give back a segment with no live slab: keep it in the cache (purged only
 /// when the cache's dirty memory would exceed HAKMEM_PURGE_KB), or unmap it.
+/// Returns the bytes given back to the OS.
 ///
 /// # Safety
 /// `seg` has no live slab, and no heap links to it any more.
-pub unsafe fn release(seg: *mut Segment) {
+pub unsafe fn release(seg: *mut Segment) -> usize {
     let limit = config::get(config::PURGE_KB).saturating_mul(1024);
     // SAFETY: the caller gives us sole access to an empty segment.
     unsafe {
         debug_assert_eq!((*seg).live_slabs, 0);
         (*seg).owner.store(ptr::null_mut(), Ordering::Release);
-        let mut c = CACHE.lock();
+        let mut c = SEGMENT_CACHE.lock();
         if c.len < SEGMENT_CACHE_MAX {
+            let mut purged = 0;
             if c.dirty + (*seg).dirty_bytes() > limit {
-                (*seg).purge();
+                purged = (*seg).purge();
             }
             c.dirty += (*seg).dirty_bytes();
             (*seg).next = c.head;
             c.head = seg;
             c.len += 1;
-            return;
+            return purged;
         }
         drop(c);
-        page_map::set(seg as usize, Entry::Foreign);
-        os::unmap(seg as *mut u8, CHUNK);
+        unmap(seg)
     }
-    stats::count(&STATS.segments_unmapped);
 }
 
-/// Hand a segment with live blocks to whichever heap adopts it next.
+/// Unmap a segment nobody references. Returns the bytes that were still
+/// committed (given back).
+///
+/// # Safety
+/// `seg` is empty and on no list.
+unsafe fn unmap(seg: *mut Segment) -> usize {
+    // SAFETY: per contract; the page map forgets the chunk before it goes.
+    unsafe {
+        let dirty = (*seg).dirty_bytes();
+        page_map::set(seg as usize, Entry::Foreign);
+        os::unmap(seg as *mut u8, CHUNK);
+        stats::count(&STATS.segments_unmapped);
+        dirty
+    }
+}
+
+/// Decay for the cached segments: free pages unused for two epochs go back
+/// to the OS. Returns the bytes purged.
+pub fn age_cache(e: u64) -> usize {
+    let mut c = SEGMENT_CACHE.lock();
+    let mut purged = 0;
+    let mut seg = c.head;
+    while !seg.is_null() {
+        // SAFETY: cached segments are mapped and only touched under the lock.
+        unsafe {
+            purged += (*seg).age(e);
+            seg = (*seg).next;
+        }
+    }
+    c.dirty -= purged;
+    purged
+}
+
+/// Unmap every cached segment (malloc_trim, or an `mmap` that failed).
+/// Returns the bytes given back.
+pub fn trim_cache() -> usize {
+    let mut released = 0;
+    loop {
+        let seg = {
+            let mut c = SEGMENT_CACHE.lock();
+            let s = c.head;
+            if s.is_null() {
+                return released;
+            }
+            // SAFETY: cached segments are mapped and only linked here.
+            unsafe {
+                c.head = (*s).next;
+                c.dirty -= (*s).dirty_bytes();
+            }
+            c.len -= 1;
+            s
+        };
+        // SAFETY: taken off the cache: empty and unreferenced. Its header
+        // page was touched, so count it as given back too.
+        released += unsafe { unmap(seg) } + SLAB_PAGE;
+    }
+}
+
+/// Hand a segment with live blocks to whoever visits the abandoned queue
+/// next.
 ///
 /// # Safety
 /// The caller owns `seg` and gives it up; its slabs are on no heap list.
@@ -339,35 +507,104 @@ pub unsafe fn abandon(seg: *mut Segment) {
     unsafe {
         (*seg).owner.store(ptr::null_mut(), Ordering::Release);
         let mut a = ABANDONED.lock();
-        (*seg).next = a.head;
-        a.head = seg;
+        a.queue.push_back(seg);
         a.len += 1;
     }
     stats::count(&STATS.segments_abandoned);
 }
 
-/// Take an abandoned segment and make `heap` its owner.
-pub fn adopt(heap: *mut Owner) -> *mut Segment {
-    let seg = {
-        let mut a = ABANDONED.lock();
-        let s = a.head;
-        if s.is_null() {
-            return s;
+/// How many segments are abandoned now (a hint).
+pub fn abandoned_len() -> usize {
+    ABANDONED.lock().len
+}
+
+/// What a visit does with the free pages of a segment it queues again.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Purge {
+    /// Purge the pages unused for two epochs (the decay clock).
+    Aged(u64),
+    /// Purge every free page (malloc_trim, memory pressure).
+    All,
+}
+
+/// What visiting abandoned segments achieved.
+pub struct Reclaimed {
+    /// A segment now owned by the adopter (null if none was adopted). Its
+    /// remote lists are drained and its empty slabs released; its slabs are
+    /// on no list yet.
+    pub adopted: *mut Segment,
+    /// Bytes given back to the OS (purged or unmapped).
+    pub released: usize,
+}
+
+/// Visit up to `max` abandoned segments, oldest first. Each is claimed,
+/// drained (remote frees taken, empty slabs released) and then: given back
+/// when empty; adopted by `adopter` (if not null) when it has room — free
+/// pages or a slab with free blocks; otherwise its free pages are purged
+/// per `purge` and it goes to the back of the queue. Stops at the first
+/// adoption.
+pub fn reclaim_abandoned(max: usize, adopter: *mut Owner, purge: Purge) -> Reclaimed {
+    let mut out = Reclaimed { adopted: ptr::null_mut(), released: 0 };
+    for _ in 0..max {
+        let seg = {
+            let mut a = ABANDONED.lock();
+            let s = a.queue.head;
+            if s.is_null() {
+                break;
+            }
+            // SAFETY: `s` is on the queue, under its lock.
+            unsafe { a.queue.remove(s) };
+            a.len -= 1;
+            s
+        };
+        let claimer = if adopter.is_null() { visitor() } else { adopter };
+        // SAFETY: queued segments are mapped; the CAS makes us their one
+        // owner (only the queue's popper claims them).
+        let claimed = unsafe {
+            (*seg).owner.compare_exchange(ptr::null_mut(), claimer, Ordering::Acquire, Ordering::Relaxed)
+        };
+        debug_assert!(claimed.is_ok(), "abandoned segments have no owner");
+        // SAFETY: claimed: this thread is the owner until it lets go.
+        let s = unsafe { &mut *seg };
+        s.drain();
+        if s.live_slabs == 0 {
+            // SAFETY: empty, on no list.
+            out.released += unsafe { release(seg) };
+            stats::count(&STATS.segments_reclaimed);
+            continue;
         }
-        // SAFETY: abandoned segments are mapped and only linked here.
-        a.head = unsafe { (*s).next };
-        a.len -= 1;
-        s
-    };
-    // SAFETY: the segment is mapped; the CAS makes us its one owner.
-    let claimed =
-        unsafe { (*seg).owner.compare_exchange(ptr::null_mut(), heap, Ordering::Acquire, Ordering::Relaxed) };
-    debug_assert!(claimed.is_ok(), "abandoned segments have no owner");
-    stats::count(&STATS.segments_adopted);
-    seg
+        let has_room =
+            s.free_pages != 0 || (1..PAGES).any(|i| s.slab_at(i).is_some_and(|sl| sl.has_local_free()));
+        if !adopter.is_null() && has_room {
+            stats::count(&STATS.segments_adopted);
+            out.adopted = seg;
+            return out;
+        }
+        out.released += match purge {
+            Purge::Aged(e) => s.age(e),
+            Purge::All => s.purge(),
+        };
+        // SAFETY: we own it and give it up again.
+        unsafe { abandon_again(seg) };
+    }
+    out
+}
+
+/// Queue a visited segment again (not counted as a new abandonment).
+///
+/// # Safety
+/// The caller claimed `seg` and gives it up.
+unsafe fn abandon_again(seg: *mut Segment) {
+    // SAFETY: per contract.
+    unsafe {
+        (*seg).owner.store(ptr::null_mut(), Ordering::Release);
+        let mut a = ABANDONED.lock();
+        a.queue.push_back(seg);
+        a.len += 1;
+    }
 }
 
 /// The global locks of this module, for the fork handlers.
 pub fn locks() -> [&'static crate::sync::RawLock; 2] {
-    [CACHE.raw(), ABANDONED.raw()]
+    [ABANDONED.raw(), SEGMENT_CACHE.raw()]
 }

@@ -33,9 +33,6 @@ pub const CLASS_MASK: usize = CLASS_SLOTS - 1;
 /// From this block size up, a slab is the smallest page run holding a block.
 pub const ONE_BLOCK_SLAB_MIN: usize = 16 * 1024;
 
-/// Most slab pages a slab may span.
-pub const MAX_SLAB_PAGES: usize = 16;
-
 const fn compute_strides() -> [u32; CLASS_SLOTS] {
     let mut s = [0u32; CLASS_SLOTS];
     let mut c = 1;
@@ -78,10 +75,11 @@ const fn compute_slab_pages() -> [u8; CLASS_SLOTS] {
         if pages < 1 {
             pages = 1;
         }
-        while blocks > 1 && pages < MAX_SLAB_PAGES && (pages * SLAB_PAGE) % stride * 8 > pages * SLAB_PAGE {
+        // Ends by two pages: the tail is below one stride (< 16 KiB).
+        while blocks > 1 && (pages * SLAB_PAGE) % stride * 8 > pages * SLAB_PAGE {
             pages += 1;
         }
-        p[c] = if pages > MAX_SLAB_PAGES { MAX_SLAB_PAGES as u8 } else { pages as u8 };
+        p[c] = pages as u8;
         c += 1;
     }
     p
@@ -141,9 +139,19 @@ pub static SLAB_LIMIT: [u32; CLASS_SLOTS] = compute_slab_limit();
 /// Is `off` (a byte offset into a slab of `class`) the start of a block?
 #[inline(always)]
 pub fn is_block_start(class: usize, off: usize) -> bool {
-    let m = DIVISIBILITY[class & CLASS_MASK];
-    (off as u64) < SLAB_LIMIT[class & CLASS_MASK] as u64 && (off as u64).wrapping_mul(m) <= m.wrapping_sub(1)
+    (off as u64) < SLAB_LIMIT[class & CLASS_MASK] as u64 && is_stride_multiple(class, off)
 }
+
+/// Is `off` (below 2^32) a multiple of the stride of `class`? One multiply.
+#[inline(always)]
+pub fn is_stride_multiple(class: usize, off: usize) -> bool {
+    let m = DIVISIBILITY[class & CLASS_MASK];
+    (off as u64).wrapping_mul(m) <= m.wrapping_sub(1)
+}
+
+/// Bytes of the largest slab: what a slab's carve point can reach. The
+/// segment page table stores carve points in 16-byte units in 16 bits.
+pub const MAX_SLAB_BYTES: usize = 4 * SLAB_PAGE;
 
 const fn compute_tiny_lookup() -> [u8; TINY_MAX / 16 + 1] {
     let s = compute_strides();
@@ -263,6 +271,14 @@ mod tests {
         for c in NUM_CLASSES..CLASS_SLOTS {
             assert!(!is_block_start(c, 0) && !is_block_start(c, 4096));
         }
+    }
+
+    #[test]
+    fn every_slab_fits_the_page_table_carve_field() {
+        for (c, &pages) in SLAB_PAGES.iter().enumerate().take(NUM_CLASSES).skip(1) {
+            assert!(pages as usize * SLAB_PAGE <= MAX_SLAB_BYTES, "class {c}");
+        }
+        assert!(MAX_SLAB_BYTES / 16 <= u16::MAX as usize);
     }
 
     #[test]

@@ -2,59 +2,144 @@
 //! class.
 //!
 //! A slab has two free lists (the mimalloc idea of sharding):
-//! - `free`: the local list, touched only by the thread that owns the slab's
-//!   segment, without atomics;
+//! - `free`: the local list, touched only by the owner of the slab's
+//!   segment (under its heap's lock), without atomics;
 //! - `remote`: blocks freed by other threads, pushed atomically, taken in one
 //!   swap by the owner (`collect_remote`).
 //!
-//! Blocks past `bump` have never been handed out; they are carved lazily so a
-//! fresh slab costs nothing until used.
+//! Blocks past `bump` have never been handed out; they are carved in batches
+//! (`carve`), so a fresh slab costs nothing until used. How far a slab is
+//! carved is also published in the segment's page table, so that `free` can
+//! refuse a block start that was never handed out.
 //!
-//! While a block is on any free list (a slab list, a remote list or a thread
-//! cache), its first word links the list and its second word holds the
-//! process-wide [`free_key`]. `free` reads that word to catch double frees;
-//! `malloc` clears it before handing the block out.
+//! A free block, on whatever list (a thread cache, a slab list, a remote
+//! list), holds two words:
+//! - its link, encoded: `next ^ LINK_KEY`. A use-after-free write of the
+//!   link no longer lets the writer choose what `malloc` returns: the decoded
+//!   pointer is unpredictable, and the key's low four bits are all ones, so a
+//!   written pointer (or any 16-aligned value) decodes to a misaligned one,
+//!   which the pops detect;
+//! - its tag, `TAG_KEY ^ address`: `free` of a block that carries its tag is
+//!   a double free. A use-after-free read shows neither key without the
+//!   block's address, and neither is derived from glibc's secrets.
+//!
+//! Both keys are fresh random values (`getrandom`), set before any block is
+//! linked. `malloc` clears the tag word before handing a block out.
 
 use core::ptr;
-use core::sync::atomic::{AtomicU64, Ordering};
+use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
+use crate::os;
 use crate::remote::{Link, RemoteList};
 use crate::size_class::{is_block_start, CAPACITY, SLAB_PAGES, STRIDE};
 
 /// A free block as seen by the free lists. Every block is at least 16 bytes.
 #[repr(C)]
 pub struct Block {
-    pub next: *mut Block,
-    pub key: u64,
+    /// The next block, encoded (see the module comment).
+    link: usize,
+    /// `TAG_KEY ^ address` while free; 0 once handed out.
+    pub tag: u64,
+}
+
+/// The two keys, on one cache line that the fast paths read.
+#[repr(C, align(64))]
+struct Keys {
+    link: AtomicUsize,
+    tag: AtomicU64,
+}
+
+static KEYS: Keys = Keys { link: AtomicUsize::new(0), tag: AtomicU64::new(0) };
+
+/// Low bits forced into the link key: a 16-aligned value written over a link
+/// decodes to a pointer with these bits set, which is never a block.
+const LINK_KEY_LOW: usize = 0xF;
+
+impl Block {
+    /// The next block on the list (null at the end), decoded.
+    ///
+    /// # Safety
+    /// `b` is a free block on a list the caller holds.
+    #[inline(always)]
+    pub unsafe fn next(b: *mut Block) -> *mut Block {
+        // SAFETY: per contract, 16 readable bytes.
+        (unsafe { (*b).link } ^ KEYS.link.load(Ordering::Relaxed)) as *mut Block
+    }
+
+    /// Link `b` to `next` (encoded).
+    ///
+    /// # Safety
+    /// The caller holds `b`, a block of at least 16 bytes.
+    #[inline(always)]
+    pub unsafe fn set_next(b: *mut Block, next: *mut Block) {
+        // SAFETY: per contract.
+        unsafe { (*b).link = next as usize ^ KEYS.link.load(Ordering::Relaxed) }
+    }
+
+    /// The tag a free block at `b` carries.
+    #[inline(always)]
+    pub fn free_tag(b: *const Block) -> u64 {
+        KEYS.tag.load(Ordering::Relaxed) ^ b as u64
+    }
+
+    /// Mark `b` free (set its tag).
+    ///
+    /// # Safety
+    /// The caller holds `b`, a block of at least 16 bytes.
+    #[inline(always)]
+    pub unsafe fn mark_free(b: *mut Block) {
+        // SAFETY: per contract.
+        unsafe { (*b).tag = Self::free_tag(b) }
+    }
+
+    /// Does `b` carry its free tag, i.e. is it (most likely) already free?
+    ///
+    /// # Safety
+    /// `b` is a block start of a live slab: 16 readable bytes.
+    #[inline(always)]
+    pub unsafe fn is_free(b: *const Block) -> bool {
+        // SAFETY: per contract.
+        unsafe { (*b).tag == Self::free_tag(b) }
+    }
+}
+
+/// Can `p`, decoded from a link, be a block? Blocks are 16-aligned; a
+/// corrupted link decodes to a misaligned pointer (see `LINK_KEY_LOW`).
+#[inline(always)]
+pub fn plausible_link(p: *mut Block) -> bool {
+    p as usize & 15 == 0
+}
+
+/// A free list link was found corrupted (written after free): report and
+/// abort, like glibc does, rather than hand out memory that is not a block.
+#[cold]
+#[inline(never)]
+pub fn corrupted(at: *const Block) -> ! {
+    crate::diag::line(format_args!("free list corrupted at {at:p} (a write after free?); aborting"));
+    os::abort()
 }
 
 // SAFETY: the link is the block's first word; callers hold the block.
 unsafe impl Link for Block {
     #[inline]
-    unsafe fn get_next(node: *mut Self) -> *mut Self {
-        // SAFETY: caller holds `node`, a block of at least 16 bytes.
-        unsafe { (*node).next }
-    }
-    #[inline]
     unsafe fn set_next(node: *mut Self, next: *mut Self) {
         // SAFETY: caller holds `node`, a block of at least 16 bytes.
-        unsafe { (*node).next = next }
+        unsafe { Block::set_next(node, next) }
     }
 }
 
-static FREE_KEY: AtomicU64 = AtomicU64::new(0);
-
-/// The value stored in the second word of every free block. Set once at
-/// process start (before any block can be freed), random, never zero.
-#[inline(always)]
-pub fn free_key() -> u64 {
-    FREE_KEY.load(Ordering::Relaxed)
-}
-
-pub fn init_free_key() {
-    if FREE_KEY.load(Ordering::Relaxed) == 0 {
-        let k = crate::os::random_u64() | 1;
-        let _ = FREE_KEY.compare_exchange(0, k, Ordering::Relaxed, Ordering::Relaxed);
+/// Draw the keys (once, before the first block is linked).
+pub fn init_keys() {
+    if KEYS.tag.load(Ordering::Relaxed) != 0 {
+        return;
+    }
+    let link = os::random_u64() as usize | LINK_KEY_LOW;
+    let tag = os::random_u64() | 1;
+    if KEYS.link.compare_exchange(0, link, Ordering::Relaxed, Ordering::Relaxed).is_ok() {
+        KEYS.tag.store(tag, Ordering::Relaxed);
+    }
+    while KEYS.tag.load(Ordering::Relaxed) == 0 {
+        core::hint::spin_loop();
     }
 }
 
@@ -133,25 +218,68 @@ impl Slab {
         !self.free.is_null() || self.bump < self.capacity
     }
 
-    /// Take one block for the owner's use (it counts as used), or null.
+    /// Bytes of the slab carved so far: every block handed out lies below.
+    #[inline]
+    pub fn carved_bytes(&self) -> usize {
+        self.bump as usize * self.stride as usize
+    }
+
+    /// Take one block from the local list for the owner's use (it counts as
+    /// used), or null when the list is empty. Does not carve.
     #[inline]
     pub fn pop(&mut self) -> *mut Block {
         let b = self.free;
-        if !b.is_null() {
-            // SAFETY: blocks on the local list are free blocks of this slab.
-            self.free = unsafe { (*b).next };
-            self.free_count -= 1;
-        } else if self.bump < self.capacity {
-            // SAFETY: block `bump` lies inside the slab's pages.
-            let p = unsafe { self.base.add(self.bump as usize * self.stride as usize) };
-            self.bump += 1;
-            self.used += 1;
-            return p as *mut Block;
-        } else {
-            return ptr::null_mut();
+        if b.is_null() {
+            return b;
         }
+        // SAFETY: blocks on the local list are free blocks of this slab.
+        let next = unsafe { Block::next(b) };
+        if !next.is_null() && !self.holds(next) {
+            corrupted(b);
+        }
+        self.free = next;
+        self.free_count -= 1;
         self.used += 1;
         b
+    }
+
+    /// Carve up to `n` fresh blocks (they count as used), linked in address
+    /// order and tagged free. Returns the chain's first and last block and
+    /// its length (0 when the slab is fully carved). The caller publishes
+    /// the new carve point (`Segment::publish_carved`) before handing any
+    /// of them out.
+    pub fn carve(&mut self, n: u32) -> (*mut Block, *mut Block, u32) {
+        let n = n.min(self.capacity - self.bump);
+        if n == 0 {
+            return (ptr::null_mut(), ptr::null_mut(), 0);
+        }
+        let stride = self.stride as usize;
+        // SAFETY: blocks `bump .. bump + n` lie inside the slab's pages.
+        let first = unsafe { self.base.add(self.bump as usize * stride) } as *mut Block;
+        let mut b = first;
+        for _ in 1..n {
+            // SAFETY: as above; each block is at least 16 bytes and ours.
+            unsafe {
+                let next = (b as *mut u8).add(stride) as *mut Block;
+                Block::set_next(b, next);
+                Block::mark_free(b);
+                b = next;
+            }
+        }
+        // SAFETY: the last block of the run.
+        unsafe {
+            Block::set_next(b, ptr::null_mut());
+            Block::mark_free(b);
+        }
+        self.bump += n;
+        self.used += n;
+        (first, b, n)
+    }
+
+    /// Is `p` a carved block start of this slab?
+    #[inline]
+    pub fn holds(&self, p: *mut Block) -> bool {
+        self.block_index(p as usize).is_some_and(|i| i < self.bump)
     }
 
     /// Return a block to the local list (owner only).
@@ -163,8 +291,8 @@ impl Slab {
         debug_assert!(self.used > 0);
         // SAFETY: the caller hands over a block of this slab.
         unsafe {
-            (*b).next = self.free;
-            (*b).key = free_key();
+            Block::set_next(b, self.free);
+            Block::mark_free(b);
         }
         self.free = b;
         self.free_count += 1;
@@ -194,10 +322,14 @@ impl Slab {
             // SAFETY: take_all gave us the whole chain; its blocks belong to
             // this slab and are linked through their first word.
             unsafe {
-                while !(*tail).next.is_null() {
-                    tail = (*tail).next;
+                for _ in 1..n {
+                    let next = Block::next(tail);
+                    if !self.holds(next) {
+                        corrupted(tail);
+                    }
+                    tail = next;
                 }
-                (*tail).next = self.free;
+                Block::set_next(tail, self.free);
             }
         }
         self.free = chain;
@@ -208,7 +340,7 @@ impl Slab {
     }
 
     /// Index of the block starting at `p`, if `p` is exactly a block start
-    /// inside the carved part of the slab. Used by checks, not the fast path.
+    /// inside the slab (carved or not).
     pub fn block_index(&self, p: usize) -> Option<u32> {
         let off = p.wrapping_sub(self.base as usize);
         is_block_start(self.class as usize, off).then(|| (off / self.stride as usize) as u32)
@@ -221,12 +353,13 @@ impl Slab {
         let mut n = 0u32;
         let mut b = self.free;
         while !b.is_null() {
-            let i = self.block_index(b as usize).expect("free block is a block start");
-            assert!(i < self.bump, "free block was never carved");
+            assert!(self.holds(b), "free block is a carved block start");
+            // SAFETY: blocks on the local list are free blocks of this slab.
+            assert!(unsafe { Block::is_free(b) }, "free block carries its tag");
             n += 1;
             assert!(n <= self.bump, "cycle in free list");
-            // SAFETY: blocks on the local list are free blocks of this slab.
-            b = unsafe { (*b).next };
+            // SAFETY: as above.
+            b = unsafe { Block::next(b) };
         }
         assert_eq!(n, self.free_count, "free_count counts the local list");
         assert_eq!(self.used + n, self.bump, "used + free == carved");
@@ -247,22 +380,41 @@ mod tests {
         s
     }
 
+    /// The blocks of a chain, following the (encoded) links.
+    fn chain(mut b: *mut Block) -> Vec<*mut Block> {
+        let mut v = vec![];
+        while !b.is_null() {
+            v.push(b);
+            // SAFETY: a chain of free blocks we hold.
+            b = unsafe { Block::next(b) };
+        }
+        v
+    }
+
     #[test]
-    fn pop_carves_every_block_once_then_reuses_freed_ones() {
-        init_free_key();
+    fn carve_hands_out_every_block_once_then_freed_ones_come_back() {
+        init_keys();
         for class in [1, 5, 20, 21, 40, NUM_CLASSES - 1] {
             let mut mem = Vec::new();
             let mut s = slab_over(&mut mem, class);
             let mut got = Vec::new();
             loop {
-                let b = s.pop();
-                if b.is_null() {
+                let (first, last, n) = s.carve(7);
+                if n == 0 {
                     break;
                 }
-                assert_eq!(b as usize % 16, 0);
-                got.push(b);
+                let c = chain(first);
+                assert_eq!(c.len(), n as usize);
+                assert_eq!(*c.last().unwrap(), last);
+                for &b in &c {
+                    assert_eq!(b as usize % 16, 0);
+                    // SAFETY: carved blocks are tagged free until handed out.
+                    assert!(unsafe { Block::is_free(b) });
+                }
+                got.extend(c);
             }
             assert_eq!(got.len(), CAPACITY[class] as usize);
+            assert_eq!(s.carved_bytes(), CAPACITY[class] as usize * STRIDE[class] as usize);
             let mut sorted: Vec<usize> = got.iter().map(|&b| b as usize).collect();
             sorted.sort();
             sorted.dedup();
@@ -271,8 +423,6 @@ mod tests {
             for &b in got.iter().rev() {
                 // SAFETY: blocks of this slab, in use.
                 unsafe { s.push_local(b) };
-                // SAFETY: the block is now free; its key word was set.
-                assert_eq!(unsafe { (*b).key }, free_key());
             }
             assert_eq!(s.used, 0);
             s.check();
@@ -281,33 +431,55 @@ mod tests {
     }
 
     #[test]
+    fn tags_differ_per_block_and_links_are_not_plain_pointers() {
+        init_keys();
+        let mut mem = Vec::new();
+        let mut s = slab_over(&mut mem, 2);
+        let (first, _, n) = s.carve(3);
+        let c = chain(first);
+        assert_eq!(n, 3);
+        // SAFETY: carved free blocks of 32 bytes.
+        unsafe {
+            assert_ne!((*c[0]).tag, (*c[1]).tag);
+            assert_ne!((*c[0]).link, c[1] as usize, "the link is encoded");
+            // A pointer written over a link decodes to a misaligned one.
+            let first_block: *mut Block = c[0];
+            (*first_block).link = c[2] as usize;
+            assert!(!plausible_link(Block::next(c[0])));
+        }
+    }
+
+    #[test]
     fn remote_frees_come_back_to_the_local_list() {
-        init_free_key();
+        init_keys();
         let mut mem = Vec::new();
         let mut s = slab_over(&mut mem, 3);
-        let a = s.pop();
-        let b = s.pop();
-        let c = s.pop();
+        let (first, _, _) = s.carve(3);
+        let c = chain(first);
         // SAFETY: in-use blocks of this slab handed to the remote list.
         unsafe {
-            s.remote.push(a);
-            s.remote.push(c);
+            s.push_local(c[1]);
+            s.remote.push(c[0]);
+            s.remote.push(c[2]);
         }
         assert_eq!(s.collect_remote(), 2);
-        assert_eq!(s.used, 1);
+        assert_eq!(s.used, 0);
         s.check();
         assert_eq!(s.collect_remote(), 0);
-        let _ = b;
     }
 
     #[test]
     fn block_index_rejects_interior_and_tail_pointers() {
         let mut mem = Vec::new();
-        let s = slab_over(&mut mem, 3); // 48-byte blocks
+        let mut s = slab_over(&mut mem, 3); // 48-byte blocks
         let base = s.base as usize;
         assert_eq!(s.block_index(base), Some(0));
         assert_eq!(s.block_index(base + 48), Some(1));
         assert_eq!(s.block_index(base + 16), None);
         assert_eq!(s.block_index(base + 48 * CAPACITY[3] as usize), None);
+        init_keys();
+        s.carve(2);
+        assert!(s.holds((base + 48) as *mut Block));
+        assert!(!s.holds((base + 96) as *mut Block), "not carved yet");
     }
 }

@@ -10,6 +10,7 @@ pub struct Stats {
     pub segments_unmapped: AtomicUsize,
     pub segments_abandoned: AtomicUsize,
     pub segments_adopted: AtomicUsize,
+    pub segments_reclaimed: AtomicUsize,
     pub slabs_created: AtomicUsize,
     pub slabs_released: AtomicUsize,
     pub refills: AtomicUsize,
@@ -21,6 +22,11 @@ pub struct Stats {
     pub large_frees: AtomicUsize,
     pub threads_started: AtomicUsize,
     pub threads_ended: AtomicUsize,
+    pub heaps_created: AtomicUsize,
+    pub heaps_reaped: AtomicUsize,
+    pub idle_heaps_collected: AtomicUsize,
+    pub trims: AtomicUsize,
+    pub map_failures: AtomicUsize,
     pub foreign_frees: AtomicUsize,
     pub misuse: AtomicUsize,
 }
@@ -30,6 +36,7 @@ pub static STATS: Stats = Stats {
     segments_unmapped: AtomicUsize::new(0),
     segments_abandoned: AtomicUsize::new(0),
     segments_adopted: AtomicUsize::new(0),
+    segments_reclaimed: AtomicUsize::new(0),
     slabs_created: AtomicUsize::new(0),
     slabs_released: AtomicUsize::new(0),
     refills: AtomicUsize::new(0),
@@ -41,6 +48,11 @@ pub static STATS: Stats = Stats {
     large_frees: AtomicUsize::new(0),
     threads_started: AtomicUsize::new(0),
     threads_ended: AtomicUsize::new(0),
+    heaps_created: AtomicUsize::new(0),
+    heaps_reaped: AtomicUsize::new(0),
+    idle_heaps_collected: AtomicUsize::new(0),
+    trims: AtomicUsize::new(0),
+    map_failures: AtomicUsize::new(0),
     foreign_frees: AtomicUsize::new(0),
     misuse: AtomicUsize::new(0),
 };
@@ -61,13 +73,17 @@ pub fn add(c: &AtomicUsize, n: usize) {
 /// Print every counter, one `hakmem:` line each.
 pub fn print() {
     let s = &STATS;
-    let rows: [(&str, &AtomicUsize); 17] = [
+    let rows: [(&str, &AtomicUsize); 23] = [
         ("threads started", &s.threads_started),
         ("threads ended", &s.threads_ended),
+        ("heaps created", &s.heaps_created),
+        ("heaps reaped (thread gone)", &s.heaps_reaped),
+        ("idle heaps collected", &s.idle_heaps_collected),
         ("segments mapped", &s.segments_mapped),
         ("segments unmapped", &s.segments_unmapped),
         ("segments abandoned", &s.segments_abandoned),
         ("segments adopted", &s.segments_adopted),
+        ("segments reclaimed", &s.segments_reclaimed),
         ("slabs created", &s.slabs_created),
         ("slabs released", &s.slabs_released),
         ("thread-cache refills", &s.refills),
@@ -78,7 +94,9 @@ pub fn print() {
         ("large cache hits", &s.large_cache_hits),
         ("large frees", &s.large_frees),
         ("foreign frees", &s.foreign_frees),
-        ("invalid or double frees", &s.misuse),
+        ("malloc_trim calls", &s.trims),
+        ("mmap failures", &s.map_failures),
+        ("misuse reports", &s.misuse),
     ];
     diag::line(format_args!("statistics:"));
     for (name, c) in rows {

@@ -1,74 +1,140 @@
-//! A futex mutex that never allocates, for hakmem's few global structures
-//! (abandoned segments, segment and large caches, heap pool).
+//! A futex lock that never allocates and knows which thread holds it, for
+//! hakmem's global structures and for each heap's slow-path state.
 //!
 //! Why not `parking_lot`: its slow path allocates a parking table on first
 //! contention, which would re-enter `malloc` while a lock is held. Why not
 //! `std::sync::Mutex`: the core is `no_std`, and `fork` needs raw
 //! lock/unlock to hold every global lock across the fork (see `lifecycle`).
+//!
+//! The holder is recorded (the thread pointer) so that the fork handlers can
+//! tell a lock the forking thread already holds — `fork` called from a signal
+//! handler that interrupted `malloc` — from one another thread holds, and so
+//! that a lock held *for fork* lets its holder back in: another library's
+//! `pthread_atfork` prepare handler that runs after hakmem's may call `malloc`.
 
 use core::cell::UnsafeCell;
 use core::ops::{Deref, DerefMut};
-use core::sync::atomic::{AtomicU32, Ordering};
+use core::sync::atomic::{AtomicUsize, Ordering};
 
 use crate::os;
 
-const UNLOCKED: u32 = 0;
-const LOCKED: u32 = 1;
-const CONTENDED: u32 = 2;
+/// Set while the lock is held by the fork handlers: its holder may then
+/// re-enter (the structure is not being modified, only frozen).
+const FOR_FORK: usize = 1;
+/// Set when a thread may be sleeping on the lock: unlock wakes one.
+const CONTENDED: usize = 2;
+const FLAGS: usize = FOR_FORK | CONTENDED;
 
-/// A raw three-state futex lock (unlocked, locked, locked with waiters).
+/// A futex lock whose one word says who holds it: 0 when free, else the
+/// holder's thread pointer (64-byte aligned) with the flag bits. Taking and
+/// releasing it are single atomic operations, so a signal handler that
+/// interrupts its holder — and forks — always sees a consistent word.
 pub struct RawLock {
-    state: AtomicU32,
+    word: AtomicUsize,
 }
 
 impl RawLock {
     pub const fn new() -> Self {
-        RawLock { state: AtomicU32::new(UNLOCKED) }
+        RawLock { word: AtomicUsize::new(0) }
     }
 
+    /// Take the lock. Returns false — without taking it — when the calling
+    /// thread holds it for `fork` (a prepare handler's `malloc`); the caller
+    /// must then not unlock.
     #[inline]
-    pub fn lock(&self) {
-        if self.state.compare_exchange(UNLOCKED, LOCKED, Ordering::Acquire, Ordering::Relaxed).is_err() {
-            self.lock_contended();
+    pub fn lock(&self) -> bool {
+        let me = os::thread_pointer();
+        match self.word.compare_exchange(0, me, Ordering::Acquire, Ordering::Relaxed) {
+            Ok(_) => true,
+            Err(held) if held & !CONTENDED == me | FOR_FORK => false,
+            Err(_) => {
+                self.lock_contended(me);
+                true
+            }
         }
+    }
+
+    /// Take the lock if it is free; never waits.
+    #[inline]
+    pub fn try_lock(&self) -> bool {
+        self.word.compare_exchange(0, os::thread_pointer(), Ordering::Acquire, Ordering::Relaxed).is_ok()
     }
 
     #[cold]
-    fn lock_contended(&self) {
-        let mut spins = 0;
+    fn lock_contended(&self, me: usize) {
+        // Spin a little before sleeping: holders keep these locks briefly.
+        for _ in 0..64 {
+            if self.word.load(Ordering::Relaxed) == 0
+                && self.word.compare_exchange(0, me, Ordering::Acquire, Ordering::Relaxed).is_ok()
+            {
+                return;
+            }
+            core::hint::spin_loop();
+        }
         loop {
-            // Spin a little before sleeping: holders keep these locks briefly.
-            if spins < 64 {
-                spins += 1;
-                if self.state.load(Ordering::Relaxed) == UNLOCKED
-                    && self
-                        .state
-                        .compare_exchange(UNLOCKED, LOCKED, Ordering::Acquire, Ordering::Relaxed)
-                        .is_ok()
+            let held = self.word.load(Ordering::Relaxed);
+            if held == 0 {
+                // Taken as contended: other sleepers may remain, so our
+                // unlock must wake one.
+                if self.word.compare_exchange(0, me | CONTENDED, Ordering::Acquire, Ordering::Relaxed).is_ok()
                 {
                     return;
                 }
-                core::hint::spin_loop();
                 continue;
             }
-            if self.state.swap(CONTENDED, Ordering::Acquire) == UNLOCKED {
-                return;
+            if held & CONTENDED == 0
+                && self
+                    .word
+                    .compare_exchange(held, held | CONTENDED, Ordering::Relaxed, Ordering::Relaxed)
+                    .is_err()
+            {
+                continue;
             }
-            os::futex_wait(&self.state, CONTENDED);
+            // Sleeps only while the low half of the word is unchanged.
+            os::futex_wait(self.futex_word(), (held | CONTENDED) as u32);
         }
+    }
+
+    /// The low 32 bits of the word, which the futex calls watch (x86_64 is
+    /// little-endian).
+    fn futex_word(&self) -> &core::sync::atomic::AtomicU32 {
+        // SAFETY: the first four bytes of an aligned AtomicUsize form an
+        // aligned u32 that lives as long as the lock; it is only accessed
+        // atomically (by the kernel's futex, and through `word`).
+        unsafe { &*(self.word.as_ptr() as *const core::sync::atomic::AtomicU32) }
     }
 
     #[inline]
     pub fn unlock(&self) {
-        if self.state.swap(UNLOCKED, Ordering::Release) == CONTENDED {
-            os::futex_wake_one(&self.state);
+        if self.word.swap(0, Ordering::Release) & CONTENDED != 0 {
+            os::futex_wake_one(self.futex_word());
         }
     }
 
-    /// Reset to unlocked without waking anyone: only for the child after
-    /// `fork`, where the thread that held the lock no longer exists.
-    pub fn reset_after_fork(&self) {
-        self.state.store(UNLOCKED, Ordering::Relaxed);
+    /// Does the calling thread hold this lock (for any reason)?
+    pub fn held_by_me(&self) -> bool {
+        self.word.load(Ordering::Relaxed) & !FLAGS == os::thread_pointer()
+    }
+
+    /// Fork prepare: take the lock and mark it held for fork, unless this
+    /// thread holds it already (then it is left alone). Returns whether it
+    /// was taken.
+    pub fn lock_for_fork(&self) -> bool {
+        if self.held_by_me() {
+            return false;
+        }
+        self.lock();
+        self.word.fetch_or(FOR_FORK, Ordering::Relaxed);
+        true
+    }
+
+    /// Fork parent/child: release a lock taken by [`lock_for_fork`]. In the
+    /// child nobody can be waiting; the wake-up is then a harmless no-op.
+    ///
+    /// [`lock_for_fork`]: Self::lock_for_fork
+    pub fn unlock_after_fork(&self) {
+        debug_assert_eq!(self.word.load(Ordering::Relaxed) & !CONTENDED, os::thread_pointer() | FOR_FORK);
+        self.unlock();
     }
 }
 
@@ -95,8 +161,8 @@ impl<T> Lock<T> {
     }
 
     pub fn lock(&self) -> Guard<'_, T> {
-        self.raw.lock();
-        Guard { lock: self }
+        let owned = self.raw.lock();
+        Guard { lock: self, owned }
     }
 
     /// The raw lock, for fork handlers that hold it across `fork()`.
@@ -107,26 +173,31 @@ impl<T> Lock<T> {
 
 pub struct Guard<'a, T> {
     lock: &'a Lock<T>,
+    /// False when re-entered under the fork handlers' hold: do not unlock.
+    owned: bool,
 }
 
 impl<T> Deref for Guard<'_, T> {
     type Target = T;
     fn deref(&self) -> &T {
-        // SAFETY: the guard proves the lock is held.
+        // SAFETY: the guard proves the lock is held (by us, or by this very
+        // thread for fork, which does not touch the value meanwhile).
         unsafe { &*self.lock.value.get() }
     }
 }
 
 impl<T> DerefMut for Guard<'_, T> {
     fn deref_mut(&mut self) -> &mut T {
-        // SAFETY: the guard proves the lock is held, exclusively.
+        // SAFETY: as for `deref`, exclusively.
         unsafe { &mut *self.lock.value.get() }
     }
 }
 
 impl<T> Drop for Guard<'_, T> {
     fn drop(&mut self) {
-        self.lock.raw.unlock();
+        if self.owned {
+            self.lock.raw.unlock();
+        }
     }
 }
 
@@ -152,5 +223,46 @@ mod tests {
             t.join().unwrap();
         }
         assert_eq!(*l.lock(), 200_000);
+    }
+
+    #[test]
+    fn try_lock_fails_while_held() {
+        let l = RawLock::new();
+        assert!(l.try_lock());
+        assert!(l.held_by_me());
+        std::thread::scope(|s| {
+            s.spawn(|| assert!(!l.try_lock() && !l.held_by_me()));
+        });
+        l.unlock();
+        assert!(!l.held_by_me());
+    }
+
+    #[test]
+    fn fork_hold_lets_its_holder_back_in_and_no_one_else() {
+        let l = Lock::new(5u32);
+        assert!(l.raw().lock_for_fork());
+        // A prepare handler that runs after ours allocates: same thread, no wait.
+        {
+            let g = l.lock();
+            assert_eq!(*g, 5);
+        }
+        // Still held for fork after the re-entry.
+        std::thread::scope(|s| {
+            s.spawn(|| assert!(!l.raw().try_lock()));
+        });
+        // A nested fork (from a signal handler) does not take it twice.
+        assert!(!l.raw().lock_for_fork());
+        l.raw().unlock_after_fork();
+        assert!(l.raw().try_lock());
+        l.raw().unlock();
+    }
+
+    #[test]
+    fn a_lock_held_normally_is_skipped_by_fork_prepare() {
+        // fork() from a signal handler that interrupted the holder.
+        let l = RawLock::new();
+        assert!(l.lock());
+        assert!(!l.lock_for_fork());
+        l.unlock();
     }
 }

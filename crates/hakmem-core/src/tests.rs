@@ -9,10 +9,12 @@ use std::thread;
 
 use crate::api;
 use crate::config;
+use crate::heap::Heap;
 use crate::os::PAGE;
 use crate::page_map::{self, Entry, CHUNK};
 use crate::size_class::{MID_MAX, TINY_MAX};
-use crate::thread_cache;
+use crate::slab::Block;
+use crate::thread as hk_thread;
 
 /// A small deterministic PRNG (xorshift64*).
 struct Rng(u64);
@@ -42,15 +44,22 @@ fn check_pattern(p: *const u8, len: usize, seed: u8) -> bool {
     })
 }
 
-/// Check the calling thread's heap and all its segments and slabs.
-fn check_my_heap() {
-    let tc = thread_cache::current();
-    // SAFETY: this thread's cache and heap.
+/// Run `f` on the calling thread's heap (if it has one), under its lock.
+fn with_my_heap(f: impl FnOnce(&mut Heap)) {
+    let h = hk_thread::current();
+    // SAFETY: this thread's heap; the lock keeps visitors out meanwhile. The
+    // empty heap (a thread that never allocated) has no segments to look at.
     unsafe {
-        if !(*tc).heap.is_null() {
-            (*(*tc).heap).check();
+        if (*h).lock().try_lock() {
+            f(&mut *h);
+            (*h).lock().unlock();
         }
     }
+}
+
+/// Check the calling thread's heap and all its segments and slabs.
+fn check_my_heap() {
+    with_my_heap(|h| h.check());
 }
 
 fn random_size(rng: &mut Rng) -> usize {
@@ -372,31 +381,30 @@ fn a_flush_interleaving_own_and_foreign_blocks_of_one_slab_keeps_lists_apart() {
         let mine: Vec<usize> = (0..4).map(|_| api::malloc(32) as usize).collect();
         tx_blocks.send(mine).unwrap();
         rx_back.recv().unwrap();
-        // SAFETY: this thread's heap; collecting drains the remote lists.
-        unsafe {
-            let heap = (*thread_cache::current()).heap;
-            (*heap).collect(false);
-        }
+        // Collecting drains the remote lists.
+        with_my_heap(|h| {
+            h.collect(false);
+        });
         check_my_heap();
     });
     let foreign = rx_blocks.recv().unwrap();
     thread::spawn(move || {
-        let own = api::malloc(32) as *mut crate::slab::Block;
-        let f: Vec<*mut crate::slab::Block> = foreign.iter().map(|&p| p as *mut _).collect();
+        let own = api::malloc(32) as *mut Block;
+        let f: Vec<*mut Block> = foreign.iter().map(|&p| p as *mut _).collect();
+        let chain = [f[0], own, f[1], f[2], f[3]];
         // SAFETY: live blocks handed to this thread, linked into one chain
-        // in the order a flush would see them, and keyed as cached blocks are.
+        // in the order a flush would see them, and tagged as cached blocks are.
         unsafe {
-            let chain = [f[0], own, f[1], f[2], f[3]];
             for w in chain.windows(2) {
-                (*w[0]).next = w[1];
+                Block::set_next(w[0], w[1]);
             }
+            Block::set_next(chain[4], std::ptr::null_mut());
             for &b in &chain {
-                (*b).key = crate::slab::free_key();
+                Block::mark_free(b);
             }
-            (*chain[4]).next = std::ptr::null_mut();
-            let heap = (*thread_cache::current()).heap;
-            (*heap).free_chain(chain[0], 5);
         }
+        // SAFETY: the chain's blocks are given up.
+        with_my_heap(|h| unsafe { h.free_chain(chain[0], 5) });
         check_my_heap();
     })
     .join()

@@ -19,10 +19,6 @@ struct Node {
 
 // SAFETY: the link is the node's own field; callers hold the node.
 unsafe impl Link for Node {
-    unsafe fn get_next(node: *mut Self) -> *mut Self {
-        // SAFETY: caller holds `node`.
-        unsafe { (*node).next.load(Ordering::Relaxed) }
-    }
     unsafe fn set_next(node: *mut Self, next: *mut Self) {
         // SAFETY: caller holds `node`.
         unsafe { (*node).next.store(next, Ordering::Relaxed) }
