@@ -93,7 +93,9 @@ pub struct PageInfo(pub u32);
 
 impl PageInfo {
     pub fn new(class: usize, first: usize, carved_bytes: usize) -> PageInfo {
-        debug_assert!(class < NUM_CLASSES && first < PAGES && carved_bytes % 16 == 0 && carved_bytes / 16 <= 0xffff);
+        debug_assert!(
+            class < NUM_CLASSES && first < PAGES && carved_bytes % 16 == 0 && carved_bytes / 16 <= 0xffff
+        );
         PageInfo(class as u32 | (first as u32) << 8 | ((carved_bytes / 16) as u32) << 16)
     }
 
