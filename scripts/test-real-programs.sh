@@ -21,6 +21,11 @@
 # A workload passes when, under the preload, it exits with the same status as
 # without it (which must be 0), prints byte-identical stdout, and nothing on
 # stderr starts with "hakmem:" (nor does ld.so refuse the library).
+#
+# Last, "behind-jemalloc" (with the python workload, when libjemalloc.so.2 is
+# installed): `ls -laR` preloaded as jemalloc:hakmem must run as without the
+# preload and print exactly one "hakmem:" line saying to preload hakmem first;
+# hakmem:jemalloc prints none.
 # shellcheck disable=SC2016  # embedded perl/awk/sed/bash programs are single-quoted on purpose
 set -euo pipefail
 
@@ -358,6 +363,42 @@ for name in "${SELECTED[@]}"; do
         FAILED=$((FAILED + 1))
     fi
 done
+
+# ---- behind another allocator ---------------------------------------------
+# LD_PRELOAD=other.so:hakmem.so: the other allocator is the process's malloc and
+# the symbols it lacks bind to hakmem, which must notice, say so in one line and
+# pass those calls to the other allocator (not mix blocks: that SEGVs).  Run
+# with jemalloc when it is installed (Debian: libjemalloc2).
+OTHER=$(ldconfig -p 2>/dev/null | awk '/libjemalloc\.so\.2 .*x86-64/ { print $NF; exit }')
+if [[ -z $OTHER ]]; then
+    echo "skip behind-jemalloc: libjemalloc.so.2 not installed"
+elif selected python; then
+    d=$WORK/behind; mkdir -p "$d"
+    prog=(ls -laR /usr/lib/python3)
+    set +e
+    timeout -k 5 "$CMD_TIMEOUT" "${prog[@]}" >"$d/plain" 2>/dev/null; rc_plain=$?
+    timeout -k 5 "$CMD_TIMEOUT" env LD_PRELOAD="$OTHER:$SO" "${prog[@]}" >"$d/out" 2>"$d/err"; rc_behind=$?
+    timeout -k 5 "$CMD_TIMEOUT" env LD_PRELOAD="$SO:$OTHER" "${prog[@]}" >"$d/out2" 2>"$d/err2"; rc_first=$?
+    set -e
+    reasons=()
+    ((rc_behind == rc_plain)) || reasons+=("$OTHER:hakmem exited $rc_behind, $rc_plain without")
+    cmp -s "$d/plain" "$d/out" || reasons+=("$OTHER:hakmem stdout differs")
+    n=$(grep -c '^hakmem:' "$d/err" || true)
+    if ((n != 1)) || ! grep -q '^hakmem:.*preload' "$d/err"; then
+        reasons+=("$OTHER:hakmem printed $n hakmem: line(s), want one that says to preload hakmem first")
+    fi
+    ((rc_first == rc_plain)) || reasons+=("hakmem:$OTHER exited $rc_first")
+    ! grep -q '^hakmem:' "$d/err2" || reasons+=("hakmem:$OTHER printed a hakmem: line")
+    if ((${#reasons[@]} == 0)); then
+        echo "ok behind-jemalloc ($(head -c 120 "$d/err"))"
+        PASSED=$((PASSED + 1))
+    else
+        joined=$(printf '%s; ' "${reasons[@]}")
+        echo "FAIL behind-jemalloc: ${joined%; }"
+        head -n 5 "$d/err" | detail
+        FAILED=$((FAILED + 1))
+    fi
+fi
 
 if ((FAILED)) && [[ ${HAKMEM_REAL_KEEP:-0} != 1 ]]; then
     echo "(rerun with HAKMEM_REAL_KEEP=1 to keep outputs and stderr of each run)"

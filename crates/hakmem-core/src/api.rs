@@ -16,6 +16,7 @@
 use core::ptr;
 
 use crate::foreign;
+use crate::guest;
 use crate::large;
 use crate::misuse::{self, Misuse};
 use crate::os::{self, PAGE};
@@ -25,6 +26,7 @@ use crate::size_class::{
     class_for_aligned, class_of, is_stride_multiple, tiny_class, MID_MAX, SLAB_PAGE_SHIFT, STRIDE, TINY_MAX,
 };
 use crate::slab::Block;
+use crate::stats;
 use crate::thread;
 
 /// The class of `p`, a pointer inside a segment, if it is exactly the start
@@ -96,6 +98,9 @@ fn alloc_class(class: usize) -> *mut u8 {
 #[cold]
 #[inline(never)]
 fn alloc_class_slow(class: usize) -> *mut u8 {
+    if guest::active() {
+        return guest::malloc(STRIDE[class] as usize);
+    }
     let p = thread::alloc_slow(class);
     if p.is_null() {
         os::set_errno(libc::ENOMEM);
@@ -107,6 +112,10 @@ fn alloc_class_slow(class: usize) -> *mut u8 {
 /// and the request tried once more. Null with ENOMEM on failure.
 #[inline(never)]
 fn large_alloc(size: usize, align: usize) -> (*mut u8, bool) {
+    if guest::active() {
+        let p = if align <= 16 { guest::malloc(size) } else { guest::aligned(align, size) };
+        return (p, false);
+    }
     let mut r = large::alloc(size, align);
     if r.0.is_null() && size <= large::MAX_REQUEST && thread::release_everything() > 0 {
         r = large::alloc(size, align);
@@ -288,6 +297,9 @@ fn aligned(align: usize, size: usize) -> *mut u8 {
     if align <= 16 {
         return malloc(size);
     }
+    if guest::active() {
+        return guest::aligned(align, size);
+    }
     match class_for_aligned(size, align) {
         Some(class) => alloc_class(class),
         None => large_alloc(size, align).0,
@@ -371,6 +383,18 @@ pub unsafe fn malloc_usable_size(p: *mut u8) -> usize {
 /// `malloc_trim`: give every free byte back to the OS — this thread's
 /// cache, every heap's free slabs and pages, abandoned segments, the
 /// segment and large caches. Returns 1 when memory was given back, else 0.
-pub fn malloc_trim(_pad: usize) -> i32 {
+pub fn malloc_trim(pad: usize) -> i32 {
+    if guest::active() {
+        return guest::malloc_trim(pad);
+    }
     (thread::release_everything() > 0) as i32
+}
+
+/// `malloc_stats`: hakmem's report on stderr (the process allocator's in
+/// guest mode).
+pub fn malloc_stats() {
+    if guest::active() {
+        return guest::malloc_stats();
+    }
+    stats::print();
 }

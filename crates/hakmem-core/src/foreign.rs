@@ -15,9 +15,11 @@
 //!   thread cache (its second word holds glibc's tcache key) is already free.
 //!
 //! Anything else gets a `hakmem:` diagnostic instead of a crash in glibc.
+//! In guest mode every pointer is the process allocator's and goes to it.
 
 use core::sync::atomic::{AtomicUsize, Ordering};
 
+use crate::guest;
 use crate::misuse::{self, Misuse};
 use crate::os::{self, MappingKind, PAGE};
 use crate::stats::{self, STATS};
@@ -162,6 +164,10 @@ fn refuse(func: &str, v: Verdict, p: *mut u8) {
 /// # Safety
 /// `p` is not null and not in hakmem's page map.
 pub unsafe fn free(p: *mut u8) {
+    if guest::active() {
+        // SAFETY: a guest hands out no blocks: `p` is the process allocator's.
+        return unsafe { guest::free(p) };
+    }
     match verdict(p) {
         Verdict::Glibc => {
             stats::count(&STATS.foreign_frees);
@@ -178,6 +184,10 @@ pub unsafe fn free(p: *mut u8) {
 /// # Safety
 /// `p` is not null and not in hakmem's page map.
 pub unsafe fn realloc(p: *mut u8, size: usize) -> *mut u8 {
+    if guest::active() {
+        // SAFETY: as in free.
+        return unsafe { guest::realloc(p, size) };
+    }
     match verdict(p) {
         // SAFETY: a live glibc block.
         Verdict::Glibc => unsafe { __libc_realloc(p as *mut libc::c_void, size) as *mut u8 },
@@ -197,6 +207,10 @@ static GLIBC_USABLE: AtomicUsize = AtomicUsize::new(0);
 /// # Safety
 /// `p` is not null and not in hakmem's page map.
 pub unsafe fn usable_size(p: *mut u8) -> usize {
+    if guest::active() {
+        // SAFETY: as in free.
+        return unsafe { guest::usable_size(p) };
+    }
     match verdict(p) {
         Verdict::Glibc => {}
         Verdict::Freed => {

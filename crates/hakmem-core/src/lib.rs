@@ -13,6 +13,7 @@
 //! - `large`: blocks over 256 KiB.
 //! - `reclaim`: memory whose owner is idle or gone comes back.
 //! - `thread`: the calling thread's heap, the fast paths, thread start/exit.
+//! - `guest`: this copy is loaded but is not the process's `malloc`.
 //! - `foreign`: pointers that are not ours.
 //! - `api`: the C allocation API with glibc's semantics.
 //! - `lifecycle`: load-time set-up and fork handlers.
@@ -45,6 +46,8 @@ pub mod thread_cache;
 pub mod large;
 pub mod reclaim;
 pub mod thread;
+
+pub mod guest;
 
 pub mod foreign;
 

@@ -24,7 +24,7 @@
 use core::sync::atomic::{AtomicU32, Ordering};
 
 use crate::sync::RawLock;
-use crate::{config, heap, large, os, segment, stats, thread};
+use crate::{config, guest, heap, large, os, segment, stats, thread};
 
 /// The fork in progress on this process: taken first by prepare, so that
 /// concurrent forks queue up, and counting nested forks of its holder.
@@ -99,6 +99,9 @@ extern "C" fn print_stats_at_exit() {
 
 /// The library's load-time constructor.
 pub fn on_load() {
+    if guest::decide_on_load() {
+        return; // not the process's malloc: no flags, fork handlers or report
+    }
     config::ensure_read();
     thread::apply_capacities();
     os::at_fork(fork_prepare, fork_parent, fork_child);

@@ -352,6 +352,42 @@ pub fn default_symbol(name: &core::ffi::CStr) -> usize {
     unsafe { libc::dlsym(libc::RTLD_DEFAULT, name.as_ptr()) as usize }
 }
 
+/// The base address of the loaded object (executable or shared library)
+/// holding `addr`, or 0.
+fn object_base(addr: usize) -> usize {
+    // SAFETY: dladdr only reads the loader's tables and fills `info`.
+    unsafe {
+        let mut info: libc::Dl_info = core::mem::zeroed();
+        if libc::dladdr(addr as *const libc::c_void, &mut info) == 0 {
+            return 0;
+        }
+        info.dli_fbase as usize
+    }
+}
+
+/// Do code addresses `a` and `b` lie in the same loaded object?
+pub fn same_object(a: usize, b: usize) -> bool {
+    let base = object_base(a);
+    base != 0 && base == object_base(b)
+}
+
+/// The file name of the loaded object holding `addr`, copied into `buf`
+/// (truncated to fit), or `None`.
+pub fn object_name(addr: usize, buf: &mut [u8]) -> Option<&str> {
+    // SAFETY: dladdr fills `info`; dli_fname, when set, is a NUL-terminated
+    // string owned by the loader for as long as the object stays loaded.
+    let name = unsafe {
+        let mut info: libc::Dl_info = core::mem::zeroed();
+        if libc::dladdr(addr as *const libc::c_void, &mut info) == 0 || info.dli_fname.is_null() {
+            return None;
+        }
+        core::ffi::CStr::from_ptr(info.dli_fname).to_bytes()
+    };
+    let n = name.len().min(buf.len());
+    buf[..n].copy_from_slice(&name[..n]);
+    core::str::from_utf8(&buf[..n]).ok().filter(|s| !s.is_empty())
+}
+
 /// Let a mapping be inherited by `fork` again (undo a user's
 /// `madvise(MADV_DONTFORK)` before the memory serves someone else).
 ///

@@ -96,5 +96,5 @@ pub extern "C" fn malloc_trim(pad: usize) -> i32 {
 
 #[no_mangle]
 pub extern "C" fn malloc_stats() {
-    hakmem_core::stats::print();
+    api::malloc_stats();
 }
