@@ -49,7 +49,7 @@ fn slab_class(p: usize) -> Option<usize> {
 
 /// What a pointer passed to the allocator is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Kind {
+pub(crate) enum Kind {
     Null,
     /// A block of a slab (live, or free if it carries its tag).
     Small {
@@ -68,21 +68,30 @@ enum Kind {
 }
 
 /// Classify `p` from hakmem's own metadata (never the bytes near it).
-fn classify(p: *mut u8) -> Kind {
+pub(crate) fn classify(p: *mut u8) -> Kind {
     if p.is_null() {
         return Kind::Null;
     }
     let a = p as usize;
-    let aligned = a & CHUNK_MASK == 0;
     match page_map::lookup(a) {
+        Entry::Foreign => Kind::Foreign,
         Entry::Segment => match slab_class(a) {
             Some(class) => Kind::Small { class },
-            None => Kind::Invalid,
+            // SAFETY: the page map says this chunk is a segment: its header
+            // is mapped.
+            None if unsafe { (*Segment::of(a)).maps(a) } => Kind::Invalid,
+            // Past the segment's mapped part: someone else's mapping.
+            None => Kind::Foreign,
         },
-        Entry::LargeHead { pages } if aligned => Kind::Large { pages },
-        Entry::LargeFree if aligned => Kind::LargeFree,
-        Entry::Foreign => Kind::Foreign,
-        _ => Kind::Invalid,
+        Entry::LargeHead { .. } | Entry::LargeTail { .. } | Entry::LargeFree { .. } => {
+            match page_map::large_block(a) {
+                Some(b) if a == b.base && b.free => Kind::LargeFree,
+                Some(b) if a == b.base => Kind::Large { pages: b.pages },
+                // Past the block's last page: someone else's mapping.
+                Some(b) if a - b.base >= large::usable_size(b.pages) => Kind::Foreign,
+                _ => Kind::Invalid,
+            }
+        }
     }
 }
 
@@ -153,7 +162,8 @@ pub unsafe fn free(p: *mut u8) {
         return unsafe { free_other(p) };
     }
     let Some(class) = slab_class(a) else {
-        return misuse::report("free", Misuse::InvalidPointer, p);
+        // SAFETY: forwarded.
+        return unsafe { free_other(p) };
     };
     let b = p as *mut Block;
     let tag = Block::free_tag(b);
@@ -169,7 +179,7 @@ pub unsafe fn free(p: *mut u8) {
     }
 }
 
-/// `free` of anything that is not in a slab segment.
+/// `free` of anything that is not a block start in a slab segment.
 #[cold]
 #[inline(never)]
 unsafe fn free_other(p: *mut u8) {

@@ -1,15 +1,18 @@
 //! The large tier: blocks over 256 KiB get their own mapping.
 //!
-//! A large block starts on a chunk (4 MiB) boundary and owns whole chunks,
-//! so the page map describes it completely: the first chunk's entry holds the
-//! usable size in pages, later chunks are marked as tails. Nothing is stored
-//! in the block or in front of it. The part of the last chunk past the usable
-//! size is reserved but never touched, so it costs address space, not memory;
-//! `realloc` grows into it for free and moves beyond it with `mremap`, which
-//! moves page tables instead of copying bytes.
+//! A large block starts on a chunk (4 MiB) boundary and maps exactly its own
+//! pages, so it costs address space by the page, as glibc's mmapped chunks
+//! do. The page map marks every chunk it covers and records its size, so a
+//! pointer is classified without touching the block, and an address past
+//! its end (where someone else's mapping may sit) is known not to be ours.
+//! Nothing is stored in the block or in front of it. `realloc` grows a block
+//! in place when the pages after it are free, and otherwise moves it with
+//! `mremap`, which moves page tables instead of copying bytes, needing no
+//! more address space than the old and the new size.
 //!
 //! Freed blocks are kept mapped in a small cache (HAKMEM_LARGE_CACHE_MB), so
-//! that a free followed by a malloc of the same size costs no system call.
+//! that a free followed by a malloc of a similar size costs no `mmap`; a
+//! cached block bigger than the request is cut down to it.
 
 use core::ptr;
 
@@ -27,7 +30,8 @@ const CACHE_SLOTS: usize = 32;
 #[derive(Clone, Copy)]
 struct Cached {
     base: usize,
-    chunks: usize,
+    /// Bytes mapped (whole pages).
+    bytes: usize,
     /// Bytes that may be resident (the usable size when it was freed).
     touched: usize,
 }
@@ -38,9 +42,11 @@ struct Cache {
     bytes: usize,
 }
 
-static LARGE_CACHE: Lock<Cache> =
-    Lock::new(Cache { slots: [Cached { base: 0, chunks: 0, touched: 0 }; CACHE_SLOTS], len: 0, bytes: 0 });
+const EMPTY: Cached = Cached { base: 0, bytes: 0, touched: 0 };
 
+static LARGE_CACHE: Lock<Cache> = Lock::new(Cache { slots: [EMPTY; CACHE_SLOTS], len: 0, bytes: 0 });
+
+/// Chunks whose page-map entries describe a block of `bytes` bytes.
 #[inline]
 fn chunks_for(bytes: usize) -> usize {
     bytes.div_ceil(CHUNK)
@@ -61,32 +67,26 @@ pub fn alloc(size: usize, align: usize) -> (*mut u8, bool) {
         return (ptr::null_mut(), false);
     };
     let pages = bytes / PAGE;
-    let chunks = chunks_for(bytes);
     if align <= CHUNK {
-        if let Some(c) = cache_take(chunks) {
-            // SAFETY: a cached block is free memory of ours. Its previous
-            // owner may have made it non-inheritable (`MADV_DONTFORK`, as
-            // RDMA stacks do); the new owner expects a plain mapping.
-            unsafe {
-                os::allow_fork_inherit(c.base as *mut u8, chunks * CHUNK);
-                if c.touched > bytes {
-                    // The tail past the new size is free memory of this block.
-                    os::purge((c.base + bytes) as *mut u8, c.touched - bytes);
-                }
-            }
+        if let Some(c) = cache_take(bytes) {
+            // SAFETY: a cached block is free memory of ours, cut to `bytes`.
+            // Its previous owner may have made it non-inheritable
+            // (`MADV_DONTFORK`, as RDMA stacks do); the new owner expects a
+            // plain mapping.
+            unsafe { os::allow_fork_inherit(c.base as *mut u8, bytes) };
             page_map::set(c.base, Entry::LargeHead { pages });
             stats::count(&STATS.large_cache_hits);
             stats::count(&STATS.large_allocs);
             return (c.base as *mut u8, false);
         }
     }
-    let p = os::map_aligned(chunks * CHUNK, align.max(CHUNK));
+    let p = os::map_aligned(bytes, align.max(CHUNK));
     if p.is_null() {
         return (p, false);
     }
-    if !page_map::set_large(p as usize, chunks, Entry::LargeHead { pages }) {
+    if !page_map::set_large(p as usize, chunks_for(bytes), Entry::LargeHead { pages }) {
         // SAFETY: just mapped, never published.
-        unsafe { os::unmap(p, chunks * CHUNK) };
+        unsafe { os::unmap(p, bytes) };
         return (ptr::null_mut(), false);
     }
     stats::count(&STATS.large_allocs);
@@ -106,9 +106,8 @@ pub fn usable_size(pages: usize) -> usize {
 pub unsafe fn free(p: *mut u8, pages: usize) {
     stats::count(&STATS.large_frees);
     let bytes = pages * PAGE;
-    let chunks = chunks_for(bytes);
     let limit = config::get(config::LARGE_CACHE_MB).saturating_mul(1 << 20);
-    let mut evicted = [Cached { base: 0, chunks: 0, touched: 0 }; 4];
+    let mut evicted = [EMPTY; 4];
     let mut n_evicted = 0;
     let kept = if bytes <= limit {
         let mut c = LARGE_CACHE.lock();
@@ -122,9 +121,9 @@ pub unsafe fn free(p: *mut u8, pages: usize) {
             c.len -= 1;
         }
         if c.len < CACHE_SLOTS && c.bytes + bytes <= limit {
-            page_map::set(p as usize, Entry::LargeFree);
+            page_map::set(p as usize, Entry::LargeFree { pages });
             let len = c.len;
-            c.slots[len] = Cached { base: p as usize, chunks, touched: bytes };
+            c.slots[len] = Cached { base: p as usize, bytes, touched: bytes };
             c.len += 1;
             c.bytes += bytes;
             true
@@ -136,11 +135,11 @@ pub unsafe fn free(p: *mut u8, pages: usize) {
     };
     for e in &evicted[..n_evicted] {
         // SAFETY: evicted blocks are free and no longer in the cache.
-        unsafe { release(e.base as *mut u8, e.chunks) };
+        unsafe { release(e.base as *mut u8, e.bytes) };
     }
     if !kept {
         // SAFETY: the caller gave the block up.
-        unsafe { release(p, chunks) };
+        unsafe { release(p, bytes) };
     }
 }
 
@@ -148,23 +147,39 @@ pub unsafe fn free(p: *mut u8, pages: usize) {
 /// address range is never described wrongly once someone else maps it.
 ///
 /// # Safety
-/// `[p, p + chunks * CHUNK)` is a free large mapping.
-unsafe fn release(p: *mut u8, chunks: usize) {
-    page_map::set_large(p as usize, chunks, Entry::Foreign);
+/// `[p, p + bytes)` is a free large mapping.
+unsafe fn release(p: *mut u8, bytes: usize) {
+    page_map::set_large(p as usize, chunks_for(bytes), Entry::Foreign);
     // SAFETY: forwarded contract.
-    unsafe { os::unmap(p, chunks * CHUNK) };
+    unsafe { os::unmap(p, bytes) };
 }
 
-/// The smallest cached block of at least `chunks` chunks (newest first among
-/// equals, its pages are the likeliest to be warm), cut down to `chunks`.
-fn cache_take(chunks: usize) -> Option<Cached> {
+/// Cut a block that is not live (or not visible to anyone) from `old` to
+/// `new` bytes: the entries past the new end are cleared before the pages
+/// go, and the head is left to the caller.
+///
+/// # Safety
+/// `[base, base + old)` is a hakmem large mapping whose pages past `new`
+/// hold no live data.
+unsafe fn cut(base: usize, old: usize, new: usize) {
+    let (keep, had) = (chunks_for(new), chunks_for(old));
+    if had > keep {
+        page_map::set_large(base + keep * CHUNK, had - keep, Entry::Foreign);
+    }
+    // SAFETY: per contract.
+    unsafe { os::unmap((base + new) as *mut u8, old - new) };
+}
+
+/// The smallest cached block of at least `bytes` bytes (newest first among
+/// equals, its pages are the likeliest to be warm), cut down to `bytes`.
+fn cache_take(bytes: usize) -> Option<Cached> {
     let mut c = LARGE_CACHE.lock();
     let mut best: Option<usize> = None;
     for i in (0..c.len).rev() {
-        let n = c.slots[i].chunks;
-        if n >= chunks && best.is_none_or(|b| n < c.slots[b].chunks) {
+        let n = c.slots[i].bytes;
+        if n >= bytes && best.is_none_or(|b| n < c.slots[b].bytes) {
             best = Some(i);
-            if n == chunks {
+            if n == bytes {
                 break;
             }
         }
@@ -176,11 +191,13 @@ fn cache_take(chunks: usize) -> Option<Cached> {
     c.len -= 1;
     c.bytes -= e.touched;
     drop(c);
-    if e.chunks > chunks {
-        // SAFETY: the surplus chunks are free memory of this cached block.
-        unsafe { release((e.base + chunks * CHUNK) as *mut u8, e.chunks - chunks) };
+    if e.bytes > bytes {
+        // Its head still says free: nobody else touches it now.
+        page_map::set(e.base, Entry::LargeFree { pages: bytes / PAGE });
+        // SAFETY: the surplus pages are free memory of this cached block.
+        unsafe { cut(e.base, e.bytes, bytes) };
     }
-    Some(Cached { base: e.base, chunks, touched: e.touched.min(chunks * CHUNK) })
+    Some(Cached { base: e.base, bytes, touched: e.touched.min(bytes) })
 }
 
 /// Resize a large block in place or by moving its pages. Returns the block
@@ -194,62 +211,56 @@ pub unsafe fn realloc(p: *mut u8, pages: usize, new_size: usize) -> *mut u8 {
         return ptr::null_mut();
     };
     let old_bytes = pages * PAGE;
-    let old_chunks = chunks_for(old_bytes);
-    let new_chunks = chunks_for(new_bytes);
     let base = p as usize;
     let head = Entry::LargeHead { pages: new_bytes / PAGE };
-    // Below, `p` is a live large mapping of `old_chunks` chunks that the
-    // caller owns; ranges purged or unmapped lie past the new size, inside it.
-    if new_chunks <= old_chunks {
-        if new_bytes < old_bytes {
-            let keep = new_chunks * CHUNK;
-            let purge_end = old_bytes.min(keep);
-            if purge_end > new_bytes {
-                // SAFETY: past the new size, inside the block: no live data.
-                unsafe { os::purge((base + new_bytes) as *mut u8, purge_end - new_bytes) };
-            }
-            if new_chunks < old_chunks {
-                page_map::set_large(base + keep, old_chunks - new_chunks, Entry::Foreign);
-                // SAFETY: whole chunks past the new size, no longer in the page map.
-                unsafe { os::unmap((base + keep) as *mut u8, (old_chunks - new_chunks) * CHUNK) };
-            }
-        }
+    // Below, `p` is a live large mapping of `old_bytes` that the caller
+    // owns; the pages unmapped lie past the new size, inside it.
+    if new_bytes <= old_bytes {
         page_map::set(base, head);
+        if new_bytes < old_bytes {
+            // SAFETY: past the new size, inside the block: no live data.
+            unsafe { cut(base, old_bytes, new_bytes) };
+        }
         return p;
     }
+    let (old_chunks, new_chunks) = (chunks_for(old_bytes), chunks_for(new_bytes));
     // Grow in place when the address space after the block is free.
     // SAFETY: `p` is the whole mapping; growing in place moves nothing.
-    let grown = unsafe { os::remap(p, old_chunks * CHUNK, new_chunks * CHUNK, ptr::null_mut()) };
+    let grown = unsafe { os::remap(p, old_bytes, new_bytes, ptr::null_mut()) };
     if !grown.is_null() {
         if page_map::set_large(base, new_chunks, head) {
             return p;
         }
         // The page map could not grow: undo.
         // SAFETY: shrinking back the extension made just above.
-        unsafe { os::remap(p, new_chunks * CHUNK, old_chunks * CHUNK, ptr::null_mut()) };
+        unsafe { os::remap(p, new_bytes, old_bytes, ptr::null_mut()) };
+        page_map::set_large(base + old_chunks * CHUNK, new_chunks - old_chunks, Entry::Foreign);
         page_map::set_large(base, old_chunks, Entry::LargeHead { pages });
         return ptr::null_mut();
     }
     // Move: reserve an aligned destination, then move the pages onto it.
-    let dest = os::map_aligned(new_chunks * CHUNK, CHUNK);
+    let dest = os::map_aligned(new_bytes, CHUNK);
     if dest.is_null() {
         return dest;
     }
     if !page_map::set_large(dest as usize, new_chunks, head) {
         // SAFETY: just mapped, never published.
-        unsafe { os::unmap(dest, new_chunks * CHUNK) };
+        unsafe { os::unmap(dest, new_bytes) };
         return ptr::null_mut();
     }
     // The old range stops being ours the moment it is moved away: clear its
     // entries first.
     page_map::set_large(base, old_chunks, Entry::Foreign);
+    // Move the old pages onto the start of the reservation; its rest stays
+    // as fresh pages. (Moving and growing in one call makes the kernel
+    // count the growth on top of the reservation.)
     // SAFETY: `p` is the whole old mapping; `dest` is our fresh reservation.
-    let moved = unsafe { os::remap(p, old_chunks * CHUNK, old_chunks * CHUNK, dest) };
+    let moved = unsafe { os::remap(p, old_bytes, old_bytes, dest) };
     if moved.is_null() {
         page_map::set_large(base, old_chunks, Entry::LargeHead { pages });
         page_map::set_large(dest as usize, new_chunks, Entry::Foreign);
         // SAFETY: our reservation, unused since the move failed.
-        unsafe { os::unmap(dest, new_chunks * CHUNK) };
+        unsafe { os::unmap(dest, new_bytes) };
         return ptr::null_mut();
     }
     dest
@@ -272,7 +283,7 @@ pub fn trim() -> usize {
         };
         released += e.touched;
         // SAFETY: taken out of the cache: free and ours.
-        unsafe { release(e.base as *mut u8, e.chunks) };
+        unsafe { release(e.base as *mut u8, e.bytes) };
     }
 }
 

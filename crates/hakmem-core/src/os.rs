@@ -49,37 +49,88 @@ pub fn map(size: usize) -> *mut u8 {
 /// space top-down, so the range just below it is usually free.
 static ALIGNED_HINT: AtomicUsize = AtomicUsize::new(0);
 
-/// Map `size` bytes aligned to `align` (a power of two >= [`PAGE`]).
-/// First tries the aligned range just below the previous aligned mapping
-/// (one system call); otherwise over-maps by `align` and trims both ends.
+/// The outcome of [`map_at`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MapAt {
+    Mapped,
+    /// Something else is mapped in the range.
+    Taken,
+    /// The kernel refused (out of memory or address space).
+    Refused,
+}
+
+/// Map `size` bytes of fresh memory exactly at `addr` (page aligned), only
+/// if nothing is mapped anywhere in the range.
+pub fn map_at(addr: usize, size: usize) -> MapAt {
+    debug_assert!(addr % PAGE == 0 && size % PAGE == 0);
+    // A failure here is an answer, not an error of the caller's call.
+    let saved = errno();
+    // SAFETY: MAP_FIXED_NOREPLACE never replaces an existing mapping; it
+    // fails (or, on kernels without it, lands elsewhere) instead.
+    let p = unsafe {
+        libc::mmap(
+            addr as *mut libc::c_void,
+            size,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED_NOREPLACE,
+            -1,
+            0,
+        )
+    };
+    if p as usize == addr {
+        return MapAt::Mapped;
+    }
+    if p != libc::MAP_FAILED {
+        // SAFETY: a mapping made just above that we do not use.
+        unsafe { unmap(p as *mut u8, size) };
+        return MapAt::Taken;
+    }
+    let taken = errno() == libc::EEXIST;
+    set_errno(saved);
+    if taken {
+        MapAt::Taken
+    } else {
+        MapAt::Refused
+    }
+}
+
+/// Map `size` bytes aligned to `align` (a power of two >= [`PAGE`]),
+/// spending no more address space than `size` whenever possible:
+/// 1. the aligned range just below the previous aligned mapping;
+/// 2. where the kernel would put `size` bytes, moved down to alignment;
+/// 3. over-map by `align - PAGE` and trim both ends.
+///
 /// Returns null on failure.
 pub fn map_aligned(size: usize, align: usize) -> *mut u8 {
     debug_assert!(align.is_power_of_two() && align >= PAGE && size % PAGE == 0);
     let hint = ALIGNED_HINT.load(Ordering::Relaxed);
     if hint > size + align {
         let want = (hint - size) & !(align - 1);
-        // SAFETY: MAP_FIXED_NOREPLACE never replaces an existing mapping; it
-        // fails (or, on kernels without it, lands elsewhere) instead.
-        let p = unsafe {
-            libc::mmap(
-                want as *mut libc::c_void,
-                size,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED_NOREPLACE,
-                -1,
-                0,
-            )
-        };
-        if p as usize == want {
+        if map_at(want, size) == MapAt::Mapped {
             ALIGNED_HINT.store(want, Ordering::Relaxed);
-            return p as *mut u8;
-        }
-        if p != libc::MAP_FAILED {
-            // SAFETY: a mapping made just above that we do not use.
-            unsafe { unmap(p as *mut u8, size) };
+            return want as *mut u8;
         }
     }
-    let Some(total) = size.checked_add(align) else { return ptr::null_mut() };
+    let raw = map(size);
+    if raw.is_null() {
+        return raw;
+    }
+    if raw as usize & (align - 1) != 0 {
+        // SAFETY: the mapping made just above, unused.
+        unsafe { unmap(raw, size) };
+        let want = raw as usize & !(align - 1);
+        if want == 0 || map_at(want, size) != MapAt::Mapped {
+            return map_over_aligned(size, align);
+        }
+    }
+    let start = raw as usize & !(align - 1);
+    ALIGNED_HINT.store(start, Ordering::Relaxed);
+    start as *mut u8
+}
+
+fn map_over_aligned(size: usize, align: usize) -> *mut u8 {
+    // An aligned start lies within the first `align - PAGE` bytes.
+    let Some(total) = size.checked_add(align - PAGE) else { return ptr::null_mut() };
     let raw = map(total);
     if raw.is_null() {
         return raw;

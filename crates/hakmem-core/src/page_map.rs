@@ -29,6 +29,11 @@ type Leaf = [AtomicUsize; LEAF_LEN];
 static TOP: [AtomicPtr<Leaf>; TOP_LEN] = [const { AtomicPtr::new(ptr::null_mut()) }; TOP_LEN];
 
 /// What a chunk holds. Encoded in one word; the low two bits are the tag.
+///
+/// A large block starts on a chunk boundary but maps only its own pages:
+/// the rest of its last chunk is not hakmem's, and another mapping may sit
+/// there. The entries therefore give the block's extent, so that a pointer
+/// past the block's end is recognised as foreign (see [`large_block`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Entry {
     /// Not hakmem's: foreign memory, or nothing.
@@ -36,18 +41,20 @@ pub enum Entry {
     /// A slab segment whose header sits at the chunk's base.
     Segment,
     /// The first chunk of a live large block that starts at the chunk's base,
-    /// with its usable size in OS pages.
+    /// with its size in OS pages.
     LargeHead { pages: usize },
-    /// A later chunk of a live large block.
-    LargeTail,
-    /// The first chunk of a large block that is free (held in the large cache).
-    LargeFree,
+    /// A later chunk of a large block whose head is `back` chunks before.
+    LargeTail { back: usize },
+    /// The first chunk of a large block of `pages` pages that is free (held
+    /// in the large cache).
+    LargeFree { pages: usize },
 }
 
 const TAG_SEGMENT: usize = 1;
 const TAG_HEAD: usize = 2;
-const RAW_TAIL: usize = 3;
-const RAW_FREE: usize = 7;
+/// Tails and free heads: tag 3, told apart by bit 2, payload from bit 3.
+const TAG_TAIL: usize = 3;
+const TAG_FREE: usize = 7;
 
 impl Entry {
     #[inline]
@@ -56,8 +63,8 @@ impl Entry {
             0 => Entry::Foreign,
             TAG_SEGMENT => Entry::Segment,
             TAG_HEAD => Entry::LargeHead { pages: raw >> 2 },
-            _ if raw == RAW_FREE => Entry::LargeFree,
-            _ => Entry::LargeTail,
+            _ if raw & 7 == TAG_FREE => Entry::LargeFree { pages: raw >> 3 },
+            _ => Entry::LargeTail { back: raw >> 3 },
         }
     }
 
@@ -66,9 +73,34 @@ impl Entry {
             Entry::Foreign => 0,
             Entry::Segment => TAG_SEGMENT,
             Entry::LargeHead { pages } => (pages << 2) | TAG_HEAD,
-            Entry::LargeTail => RAW_TAIL,
-            Entry::LargeFree => RAW_FREE,
+            Entry::LargeTail { back } => (back << 3) | TAG_TAIL,
+            Entry::LargeFree { pages } => (pages << 3) | TAG_FREE,
         }
+    }
+}
+
+/// The large block whose chunks cover an address.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LargeBlock {
+    pub base: usize,
+    pub pages: usize,
+    /// In the large cache, not live.
+    pub free: bool,
+}
+
+/// The large block whose chunks cover `addr`, if any. The address may still
+/// lie past the block's last page (then it is not hakmem's).
+pub fn large_block(addr: usize) -> Option<LargeBlock> {
+    let mut chunk = addr & !CHUNK_MASK;
+    let mut e = lookup(chunk);
+    if let Entry::LargeTail { back } = e {
+        chunk = chunk.wrapping_sub(back << CHUNK_SHIFT);
+        e = lookup(chunk);
+    }
+    match e {
+        Entry::LargeHead { pages } => Some(LargeBlock { base: chunk, pages, free: false }),
+        Entry::LargeFree { pages } => Some(LargeBlock { base: chunk, pages, free: true }),
+        _ => None,
     }
 }
 
@@ -131,12 +163,13 @@ pub fn set(addr: usize, entry: Entry) -> bool {
     true
 }
 
-/// Mark `chunks` chunks from `base` as one large block (`head`, then tails),
-/// or all of them foreign when `head` is `Entry::Foreign`.
+/// Mark `chunks` chunks from `base` as one large block (`head`, then tails
+/// that point back to it), or all of them foreign when `head` is
+/// `Entry::Foreign`.
 pub fn set_large(base: usize, chunks: usize, head: Entry) -> bool {
     // Tails first, so that a head is never visible before its tails.
     for i in (1..chunks).rev() {
-        let e = if head == Entry::Foreign { Entry::Foreign } else { Entry::LargeTail };
+        let e = if head == Entry::Foreign { Entry::Foreign } else { Entry::LargeTail { back: i } };
         if !set(base + i * CHUNK, e) {
             for j in i + 1..chunks {
                 set(base + j * CHUNK, Entry::Foreign);
@@ -158,8 +191,9 @@ mod tests {
             Entry::Segment,
             Entry::LargeHead { pages: 1 },
             Entry::LargeHead { pages: 123_456 },
-            Entry::LargeTail,
-            Entry::LargeFree,
+            Entry::LargeTail { back: 1 },
+            Entry::LargeTail { back: 40_000 },
+            Entry::LargeFree { pages: 77 },
         ] {
             assert_eq!(Entry::decode(e.encode()), e);
         }
@@ -183,9 +217,14 @@ mod tests {
         let base = 0x3e00_0000_0000usize;
         assert!(set_large(base, 3, Entry::LargeHead { pages: 2500 }));
         assert_eq!(lookup(base), Entry::LargeHead { pages: 2500 });
-        assert_eq!(lookup(base + CHUNK + 5), Entry::LargeTail);
-        assert_eq!(lookup(base + 2 * CHUNK), Entry::LargeTail);
+        assert_eq!(lookup(base + CHUNK + 5), Entry::LargeTail { back: 1 });
+        assert_eq!(lookup(base + 2 * CHUNK), Entry::LargeTail { back: 2 });
         assert_eq!(lookup(base + 3 * CHUNK), Entry::Foreign);
+        let block = LargeBlock { base, pages: 2500, free: false };
+        assert_eq!(large_block(base + 2 * CHUNK + 77), Some(block));
+        assert_eq!(large_block(base + 3 * CHUNK), None);
+        assert!(set(base, Entry::LargeFree { pages: 2500 }));
+        assert_eq!(large_block(base + CHUNK), Some(LargeBlock { free: true, ..block }));
         assert!(set_large(base, 3, Entry::Foreign));
         assert_eq!(lookup(base + CHUNK), Entry::Foreign);
     }

@@ -20,6 +20,13 @@
 //! adopts it (room for the visitor's slabs) or ages its free pages and queues
 //! it again. So an abandoned segment never sinks out of reach.
 //!
+//! A segment maps only a prefix of its chunk at first (the header and the
+//! first slabs) and grows it in place, doubling, as slabs are carved, so a
+//! thread that allocates a few blocks costs a few hundred KiB of address
+//! space, not 4 MiB. The rest of the chunk is not hakmem's until then; if
+//! another mapping lands there, the segment stays at the size it has, and a
+//! pointer into that mapping is foreign ([`Segment::maps`]).
+//!
 //! Released segments are kept in a small global cache (so a stale pointer
 //! into one is still recognised and reported, and a new thread reuses warm
 //! pages), or unmapped.
@@ -31,7 +38,7 @@ use crate::config;
 use crate::list::{Linked, Queue};
 use crate::os;
 use crate::page_map::{self, Entry, CHUNK, CHUNK_MASK};
-use crate::size_class::{CLASS_MASK, NUM_CLASSES, SLAB_PAGE, SLAB_PAGES, SLAB_PAGE_SHIFT};
+use crate::size_class::{CLASS_MASK, MAX_SLAB_BYTES, NUM_CLASSES, SLAB_PAGE, SLAB_PAGES, SLAB_PAGE_SHIFT};
 use crate::slab::Slab;
 use crate::stats::{self, STATS};
 use crate::sync::Lock;
@@ -68,6 +75,10 @@ pub struct Segment {
     pub aged_pages: u64,
     pub aged_epoch: u64,
     pub live_slabs: u32,
+    /// Slab pages mapped, from the start of the chunk (header included).
+    /// Only grows while the segment lives; read by any thread classifying
+    /// a pointer.
+    pub mapped_pages: AtomicU32,
     /// Links of the owner heap's segment list, or of a global list.
     pub next: *mut Segment,
     pub prev: *mut Segment,
@@ -120,6 +131,10 @@ impl PageInfo {
 
 const ALL_SLAB_PAGES: u64 = !1;
 
+/// Slab pages a new segment maps: the header and room for the largest
+/// slab, so the first slab always fits.
+const FIRST_MAPPED_PAGES: usize = 1 + MAX_SLAB_BYTES / SLAB_PAGE;
+
 /// The purge clock, shared by all heaps so that pages keep aging when their
 /// segment changes owner: epoch number, and when the epoch began.
 static EPOCH: AtomicU64 = AtomicU64::new(0);
@@ -169,6 +184,43 @@ impl Segment {
         PageInfo(self.page_info[Self::page_index(p)].load(Ordering::Relaxed))
     }
 
+    /// Is `p` (an address in this segment's chunk) in its mapped part? An
+    /// address past it belongs to someone else's mapping, or to nobody.
+    #[inline]
+    pub fn maps(&self, p: usize) -> bool {
+        Self::page_index(p) < self.mapped_pages.load(Ordering::Relaxed) as usize
+    }
+
+    /// Make pages up to `end` usable, mapping more of the chunk (doubling
+    /// the mapped part, or at least up to `end`). When another mapping sits
+    /// in the way, the pages from there on are given up for good; when the
+    /// kernel refuses, nothing changes. True when pages `..end` are mapped.
+    fn grow(&mut self, end: usize) -> bool {
+        let mapped = self.mapped_pages.load(Ordering::Relaxed) as usize;
+        if end <= mapped {
+            return true;
+        }
+        let base = self as *mut Segment as usize;
+        let mut target = end.max((mapped * 2).min(PAGES));
+        loop {
+            let at = base + mapped * SLAB_PAGE;
+            match os::map_at(at, (target - mapped) * SLAB_PAGE) {
+                os::MapAt::Mapped => {
+                    self.mapped_pages.store(target as u32, Ordering::Relaxed);
+                    return true;
+                }
+                os::MapAt::Refused => return false,
+                os::MapAt::Taken if target > end => target = end,
+                os::MapAt::Taken => {
+                    // Someone else's mapping: this segment ends here.
+                    self.free_pages &= run_mask(0, mapped);
+                    stats::count(&STATS.segments_capped);
+                    return false;
+                }
+            }
+        }
+    }
+
     /// The slab that page `i` belongs to, if any.
     #[inline]
     pub fn slab_at(&mut self, i: usize) -> Option<&mut Slab> {
@@ -193,6 +245,9 @@ impl Segment {
     pub fn alloc_slab(&mut self, class: usize) -> Option<(&mut Slab, usize)> {
         let n = SLAB_PAGES[class] as usize;
         let first = self.find_run(n)?;
+        if !self.grow(first + n) {
+            return None;
+        }
         let mask = run_mask(first, n);
         let dirty = (self.dirty_pages & mask).count_ones() as usize * SLAB_PAGE;
         self.free_pages &= !mask;
@@ -318,7 +373,10 @@ impl Segment {
         while i < PAGES {
             let info = PageInfo(self.page_info[i].load(Ordering::Relaxed));
             if info.class() == 0 {
-                assert!(self.free_pages & (1 << i) != 0, "page {i} neither free nor in a slab");
+                // Pages past the mapped part are all free, or all given up.
+                let mapped = self.mapped_pages.load(Ordering::Relaxed) as usize;
+                let given_up = i >= mapped && self.free_pages & !run_mask(0, mapped) == 0;
+                assert!(self.free_pages & (1 << i) != 0 || given_up, "page {i} neither free nor in a slab");
                 i += 1;
                 continue;
             }
@@ -393,21 +451,22 @@ pub fn acquire() -> *mut Segment {
         }
         return cached;
     }
-    let seg = os::map_aligned(CHUNK, CHUNK) as *mut Segment;
+    let seg = os::map_aligned(FIRST_MAPPED_PAGES * SLAB_PAGE, CHUNK) as *mut Segment;
     if seg.is_null() {
         return seg;
     }
-    if !page_map::set(seg as usize, Entry::Segment) {
-        // SAFETY: just mapped, not published.
-        unsafe { os::unmap(seg as *mut u8, CHUNK) };
-        return ptr::null_mut();
-    }
-    stats::count(&STATS.segments_mapped);
     // SAFETY: a fresh, zeroed mapping that nobody else references; zero is
     // a valid state for every other header field.
     unsafe {
         (*seg).free_pages = ALL_SLAB_PAGES;
+        (*seg).mapped_pages = AtomicU32::new(FIRST_MAPPED_PAGES as u32);
     }
+    if !page_map::set(seg as usize, Entry::Segment) {
+        // SAFETY: just mapped, not published.
+        unsafe { os::unmap(seg as *mut u8, FIRST_MAPPED_PAGES * SLAB_PAGE) };
+        return ptr::null_mut();
+    }
+    stats::count(&STATS.segments_mapped);
     seg
 }
 
@@ -450,7 +509,7 @@ unsafe fn unmap(seg: *mut Segment) -> usize {
     unsafe {
         let dirty = (*seg).dirty_bytes();
         page_map::set(seg as usize, Entry::Foreign);
-        os::unmap(seg as *mut u8, CHUNK);
+        os::unmap(seg as *mut u8, (*seg).mapped_pages.load(Ordering::Relaxed) as usize * SLAB_PAGE);
         stats::count(&STATS.segments_unmapped);
         dirty
     }

@@ -7,6 +7,7 @@ use crate::{config, diag};
 
 pub struct Stats {
     pub segments_mapped: AtomicUsize,
+    pub segments_capped: AtomicUsize,
     pub segments_unmapped: AtomicUsize,
     pub segments_abandoned: AtomicUsize,
     pub segments_adopted: AtomicUsize,
@@ -33,6 +34,7 @@ pub struct Stats {
 
 pub static STATS: Stats = Stats {
     segments_mapped: AtomicUsize::new(0),
+    segments_capped: AtomicUsize::new(0),
     segments_unmapped: AtomicUsize::new(0),
     segments_abandoned: AtomicUsize::new(0),
     segments_adopted: AtomicUsize::new(0),
@@ -73,13 +75,14 @@ pub fn add(c: &AtomicUsize, n: usize) {
 /// Print every counter, one `hakmem:` line each.
 pub fn print() {
     let s = &STATS;
-    let rows: [(&str, &AtomicUsize); 23] = [
+    let rows: [(&str, &AtomicUsize); 24] = [
         ("threads started", &s.threads_started),
         ("threads ended", &s.threads_ended),
         ("heaps created", &s.heaps_created),
         ("heaps reaped (thread gone)", &s.heaps_reaped),
         ("idle heaps collected", &s.idle_heaps_collected),
         ("segments mapped", &s.segments_mapped),
+        ("segments capped by a neighbour", &s.segments_capped),
         ("segments unmapped", &s.segments_unmapped),
         ("segments abandoned", &s.segments_abandoned),
         ("segments adopted", &s.segments_adopted),

@@ -288,7 +288,7 @@ fn large_blocks_grow_shrink_and_are_cached() {
         let a = api::malloc(3 << 20);
         // SAFETY: a live block given up.
         unsafe { api::free(a) };
-        assert_eq!(page_map::lookup(a as usize), Entry::LargeFree);
+        assert!(matches!(page_map::lookup(a as usize), Entry::LargeFree { .. }));
         let b = api::malloc(3 << 20);
         assert_eq!(a, b, "cached large block reused");
         assert_eq!(page_map::lookup(b as usize), Entry::LargeHead { pages: (3 << 20) / PAGE });
@@ -411,4 +411,79 @@ fn a_flush_interleaving_own_and_foreign_blocks_of_one_slab_keeps_lists_apart() {
     .unwrap();
     tx_back.send(()).unwrap();
     owner.join().unwrap();
+}
+
+#[test]
+fn a_large_block_maps_only_its_pages_and_what_follows_is_foreign() {
+    use crate::api::{classify, Kind};
+    use crate::os::{self, MapAt};
+    thread::spawn(|| {
+        let size = 300 << 10;
+        let p = api::malloc(size);
+        assert_eq!(p as usize % CHUNK, 0, "large blocks start on a chunk");
+        let end = p as usize + size; // 300 KiB is whole pages
+        assert_eq!(classify(p), Kind::Large { pages: size / PAGE });
+        assert_eq!(classify(p.wrapping_add(PAGE)), Kind::Invalid, "inside the block");
+        // The rest of the chunk is not ours: another mapping fits right there.
+        assert_eq!(os::map_at(end, PAGE), MapAt::Mapped, "the pages after the block are not mapped");
+        assert_eq!(classify((end + 16) as *mut u8), Kind::Foreign, "a neighbour's pointer is foreign");
+        // A block that cannot grow in place moves, and keeps its contents.
+        pattern(p, size, 7);
+        // SAFETY: a live block.
+        let q = unsafe { api::realloc(p, size + PAGE) };
+        assert_ne!(q, p, "the neighbour blocks growth in place");
+        assert!(check_pattern(q, size, 7));
+        assert_eq!(classify(p), Kind::Foreign, "the old range is no longer ours");
+        // Shrinking gives the pages past the new end back.
+        // SAFETY: a live block.
+        let r = unsafe { api::realloc(q, MID_MAX + PAGE) };
+        assert_eq!(r, q, "shrinks in place");
+        let new_end = r as usize + MID_MAX + PAGE;
+        assert_eq!(classify((new_end + 16) as *mut u8), Kind::Foreign);
+        assert_eq!(os::map_at(new_end, PAGE), MapAt::Mapped, "the pages past the new end were unmapped");
+        // SAFETY: our test mappings, and a live block given up.
+        unsafe {
+            os::unmap(new_end as *mut u8, PAGE);
+            os::unmap(end as *mut u8, PAGE);
+            api::free(r);
+        }
+    })
+    .join()
+    .unwrap();
+}
+
+#[test]
+fn a_segment_grows_in_place_until_a_neighbour_stops_it() {
+    use crate::api::{classify, Kind};
+    use crate::os::{self, MapAt};
+    use crate::segment;
+    use crate::size_class::{SLAB_PAGE, SLAB_PAGES};
+    let class = (1..).find(|&c| SLAB_PAGES[c] == 1).unwrap();
+    let seg = segment::acquire();
+    assert!(!seg.is_null());
+    let base = seg as usize;
+    // SAFETY: an empty segment nobody else references; the test owns it.
+    let s = unsafe { &mut *seg };
+    let first_mapped = s.mapped_pages.load(std::sync::atomic::Ordering::Relaxed) as usize;
+    assert!(first_mapped < 64, "a new segment maps only a prefix");
+    let wall = base + 12 * SLAB_PAGE;
+    assert_eq!(os::map_at(wall, PAGE), MapAt::Mapped, "the chunk past the prefix is free");
+    let mut slabs = Vec::new();
+    while let Some((_, _)) = s.alloc_slab(class) {
+        slabs.push(slabs.len() + 1);
+    }
+    assert_eq!(slabs.len(), 11, "slab pages 1..12 fit below the neighbour at page 12");
+    assert_eq!(s.mapped_pages.load(std::sync::atomic::Ordering::Relaxed), 12);
+    assert!(s.maps(wall - 1) && !s.maps(wall));
+    assert_eq!(classify((wall + 16) as *mut u8), Kind::Foreign, "the neighbour's memory is not ours");
+    for first in slabs {
+        s.release_slab(first);
+    }
+    #[cfg(debug_assertions)]
+    s.check();
+    // SAFETY: empty and on no list; then our test mapping.
+    unsafe {
+        segment::release(seg);
+        os::unmap(wall as *mut u8, PAGE);
+    }
 }
