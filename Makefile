@@ -4,7 +4,7 @@
 SHELL := /bin/bash
 LOOM_DIR := target/loom
 
-.PHONY: all lib demo test lint test-rust test-loom test-c test-real bench bench-full callgrind clean
+.PHONY: all lib demo test lint test-rust test-loom test-c test-real soak bench bench-full callgrind clean
 
 all lib:
 	./build.sh
@@ -32,6 +32,11 @@ test-c: lib
 
 test-real: lib
 	scripts/test-real-programs.sh
+
+# 10 minutes of mixed sizes, cross-thread frees, thread churn and forks under the
+# preload; fails if RSS keeps rising (SOAK_SECONDS=N for another length).
+soak: lib
+	scripts/soak.sh
 
 # Side-by-side comparison with glibc, mimalloc, jemalloc, tcmalloc -> docs/BENCHMARKS.md
 bench:
