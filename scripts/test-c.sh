@@ -58,6 +58,7 @@ if [ "$quick" = 0 ]; then
     "HAKMEM_LARGE_CACHE_MB=0"
     "HAKMEM_PURGE_KB=0"
     "HAKMEM_PURGE_DELAY_MS=0"
+    "HAKMEM_CHECK=1"
     "HAKMEM_STATS=1 HAKMEM_VERBOSE=1"
   )
 fi

@@ -263,6 +263,12 @@ pub fn check_mode() -> bool {
     get(CHECK) != 0
 }
 
+/// HAKMEM_PURGE_KB in bytes: the most free slab memory a heap, and the
+/// segment cache, keep committed.
+pub fn purge_limit() -> usize {
+    get(PURGE_KB).saturating_mul(1024)
+}
+
 pub fn stats_enabled() -> bool {
     get(STATS) != 0
 }
@@ -275,6 +281,26 @@ pub fn abort_on_error() -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// docs/ENV.md documents exactly the flags of the table, each in one
+    /// row with its default and range.
+    #[test]
+    fn env_md_matches_the_flag_table() {
+        let doc = include_str!("../../../docs/ENV.md");
+        let rows: Vec<&str> = doc.lines().filter(|l| l.starts_with("| `HAKMEM_")).collect();
+        assert_eq!(rows.len(), FLAGS.len(), "docs/ENV.md has {} flag rows, the table {}", rows.len(), FLAGS.len());
+        for f in &FLAGS {
+            let name = f.name.trim_end_matches('\0');
+            let row = rows
+                .iter()
+                .find(|r| r.starts_with(&format!("| `{name}` |")))
+                .unwrap_or_else(|| panic!("{name} is read by the code but not documented in docs/ENV.md"));
+            let cells: Vec<&str> = row.split('|').map(str::trim).collect();
+            assert_eq!(cells[2], f.default.to_string(), "{name}: default in docs/ENV.md");
+            let range = if f.max == 1 { "0, 1".to_string() } else { format!("0..={}", f.max) };
+            assert_eq!(cells[3], range, "{name}: range in docs/ENV.md");
+        }
+    }
 
     #[test]
     fn parse_accepts_decimal_in_range() {

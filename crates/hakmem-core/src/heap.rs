@@ -217,10 +217,6 @@ impl Heap {
         (self as *mut Heap).cast()
     }
 
-    fn purge_limit() -> usize {
-        config::get(config::PURGE_KB).saturating_mul(1024)
-    }
-
     /// The allocation slow path (bin of `class` empty): refill the bin and
     /// return one block (tag cleared), or null when out of memory.
     /// The caller holds the lock.
@@ -628,7 +624,7 @@ impl Heap {
         if self.dirty_bytes == 0 {
             return 0;
         }
-        let limit = Self::purge_limit();
+        let limit = config::purge_limit();
         let mut purged = 0;
         if self.dirty_bytes > limit {
             // Down to half the cap: the oldest free pages first (those of the

@@ -477,7 +477,7 @@ pub fn acquire() -> *mut Segment {
 /// # Safety
 /// `seg` has no live slab, and no heap links to it any more.
 pub unsafe fn release(seg: *mut Segment) -> usize {
-    let limit = config::get(config::PURGE_KB).saturating_mul(1024);
+    let limit = config::purge_limit();
     // SAFETY: the caller gives us sole access to an empty segment.
     unsafe {
         debug_assert_eq!((*seg).live_slabs, 0);
