@@ -288,7 +288,13 @@ mod tests {
     fn env_md_matches_the_flag_table() {
         let doc = include_str!("../../../docs/ENV.md");
         let rows: Vec<&str> = doc.lines().filter(|l| l.starts_with("| `HAKMEM_")).collect();
-        assert_eq!(rows.len(), FLAGS.len(), "docs/ENV.md has {} flag rows, the table {}", rows.len(), FLAGS.len());
+        assert_eq!(
+            rows.len(),
+            FLAGS.len(),
+            "docs/ENV.md has {} flag rows, the table {}",
+            rows.len(),
+            FLAGS.len()
+        );
         for f in &FLAGS {
             let name = f.name.trim_end_matches('\0');
             let row = rows
