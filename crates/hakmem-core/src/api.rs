@@ -228,7 +228,7 @@ pub unsafe fn realloc(p: *mut u8, size: usize) -> *mut u8 {
         return ptr::null_mut();
     }
     match classify(p) {
-        Kind::Null => unreachable!("checked above"),
+        Kind::Null => malloc(size),
         Kind::Small { class } => {
             // SAFETY: `p` is a handed-out block start: 16 readable bytes.
             if unsafe { Block::is_free(p as *mut Block) } {

@@ -8,8 +8,8 @@
 //!
 //! The head word also counts the nodes on the list, in its top 16 bits (user
 //! addresses fit in 47 bits), so the owner learns how many blocks came back
-//! from the same swap, without walking the chain through cache lines that
-//! other threads just wrote.
+//! from the same swap; it walks the chain (through cache lines other threads
+//! just wrote) only to append it to a non-empty local list.
 //!
 //! The links live in the blocks themselves. The list is generic over how a
 //! link is stored so that `loom` can model-check it (tests/loom_remote.rs)

@@ -4,8 +4,9 @@
 //! - tiny (classes 1..=20, up to 1 KiB): 16-byte steps to 128, then four
 //!   classes per power of two; one 64 KiB slab page per slab.
 //! - mid (classes 21..=52, up to 256 KiB): four classes per power of two;
-//!   below 16 KiB, slabs of 1..3 slab pages holding about eight blocks; from
-//!   16 KiB, the smallest page run that holds one block.
+//!   below 16 KiB, slabs of one or two slab pages holding at least eight
+//!   blocks; from 16 KiB, the smallest page run that holds one block (one to
+//!   four pages).
 //!
 //! Every stride is a multiple of 16 and slabs start on 64 KiB boundaries, so
 //! every block is 16-byte aligned, and a block of a class whose stride is a
@@ -62,7 +63,7 @@ const fn compute_slab_pages() -> [u8; CLASS_SLOTS] {
     let mut p = [0u8; CLASS_SLOTS];
     let mut c = 1;
     while c < NUM_CLASSES {
-        // Tiny and small mid classes: about eight blocks per slab, the slab
+        // Tiny and small mid classes: at least eight blocks per slab, the slab
         // grown while its unusable tail is over an eighth of it. From 16 KiB
         // a slab is the smallest run of slab pages that holds one block (2-4
         // blocks fit in one page up to 32 KiB), close to how jemalloc and
