@@ -71,7 +71,9 @@ build_prog() {
   out=$OUT/$target
   [ -f "$src" ] || { echo "build.sh: no $src for target $target" >&2; return 1; }
   libs=$(extra_libs "$src")
-  # shellcheck disable=SC2086  # $libs is a list of linker words
+  # compiler flags a source asks for with a line "// cflags: ..." (e.g. -no-pie)
+  libs="$(sed -n 's#^// cflags: \(.*\)$#\1#p' "$src" | tr '\n' ' ')$libs"
+  # shellcheck disable=SC2086  # $libs is a list of compiler and linker words
   case "$alloc" in
     hakmem) build_lib
             $CC $CFLAGS "$src" -o "$out" $libs target/release/libhakmem.a -ldl ;;

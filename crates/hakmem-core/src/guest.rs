@@ -15,6 +15,7 @@
 use core::ffi::CStr;
 use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
+use crate::page_map::{self, Entry};
 use crate::{diag, os};
 
 static ACTIVE: AtomicBool = AtomicBool::new(false);
@@ -64,9 +65,30 @@ fn process_symbol(name: &CStr) -> usize {
 
 /// Decide at load time. Returns true when this copy is a guest (and has
 /// said so on stderr).
+///
+/// The test is what the process's `malloc` does, not where its symbol
+/// lives: in a non-PIE executable that takes `malloc`'s address, the symbol
+/// the process resolves is the executable's PLT stub, which jumps to
+/// whichever `malloc` the loader bound — possibly ours. So one block is
+/// allocated through the process's `malloc`: if it is in this copy's page
+/// map, this copy is the process's allocator.
 pub fn decide_on_load() -> bool {
     let malloc = os::default_symbol(c"malloc");
     if malloc == 0 || os::same_object(malloc, own_code()) {
+        return false;
+    }
+    let free = os::default_symbol(c"free");
+    // SAFETY: the process's malloc and free, with the C signatures; the
+    // block is given back at once.
+    let ours = unsafe {
+        let p = core::mem::transmute::<usize, MallocFn>(malloc)(24) as *mut u8;
+        let ours = p.is_null() || page_map::lookup(p as usize) != Entry::Foreign;
+        if !p.is_null() && free != 0 {
+            core::mem::transmute::<usize, FreeFn>(free)(p as *mut libc::c_void);
+        }
+        ours
+    };
+    if ours {
         return false;
     }
     let p = &PROCESS;
@@ -85,6 +107,27 @@ pub fn decide_on_load() -> bool {
          (first in LD_PRELOAD) or linked to serve it; passing every call to that allocator"
     ));
     true
+}
+
+/// Threads now inside a forwarded call (their thread pointers), to catch a
+/// call that comes back to this copy: a function the other allocator lacks
+/// binds to hakmem, and an executable's PLT stub for it may lead here
+/// again. Such a call fails safely instead of recursing.
+static FORWARDING: [AtomicUsize; 64] = [const { AtomicUsize::new(0) }; 64];
+
+/// Run `f` unless this thread is already forwarding (then `None`).
+fn guarded<R>(f: impl FnOnce() -> R) -> Option<R> {
+    let me = os::thread_pointer();
+    if FORWARDING.iter().any(|s| s.load(Ordering::Relaxed) == me) {
+        return None;
+    }
+    let slot =
+        FORWARDING.iter().find(|s| s.compare_exchange(0, me, Ordering::Relaxed, Ordering::Relaxed).is_ok());
+    let r = f();
+    if let Some(s) = slot {
+        s.store(0, Ordering::Relaxed);
+    }
+    Some(r)
 }
 
 type MallocFn = unsafe extern "C" fn(usize) -> *mut libc::c_void;
@@ -123,7 +166,8 @@ pub fn aligned(align: usize, size: usize) -> *mut u8 {
     let align = align.max(core::mem::size_of::<usize>());
     // SAFETY: the process's posix_memalign, with the C signature and a
     // writable out pointer.
-    let rc = unsafe { core::mem::transmute::<usize, MemalignFn>(f)(&mut out, align, size) };
+    let rc = guarded(|| unsafe { core::mem::transmute::<usize, MemalignFn>(f)(&mut out, align, size) })
+        .unwrap_or(libc::ENOMEM);
     if rc != 0 {
         os::set_errno(rc);
         return core::ptr::null_mut();
@@ -136,41 +180,46 @@ pub fn aligned(align: usize, size: usize) -> *mut u8 {
 pub unsafe fn free(p: *mut u8) {
     if let Some(f) = get(&PROCESS.free) {
         // SAFETY: per contract, with the C signature.
-        unsafe { core::mem::transmute::<usize, FreeFn>(f)(p as *mut libc::c_void) }
+        guarded(|| unsafe { core::mem::transmute::<usize, FreeFn>(f)(p as *mut libc::c_void) });
     }
 }
 
 /// # Safety
 /// `p` is null or came from the process's allocator.
 pub unsafe fn realloc(p: *mut u8, size: usize) -> *mut u8 {
-    match get(&PROCESS.realloc) {
+    let q = get(&PROCESS.realloc).and_then(|f| {
         // SAFETY: per contract, with the C signature.
-        Some(f) => unsafe {
+        guarded(|| unsafe {
             core::mem::transmute::<usize, ReallocFn>(f)(p as *mut libc::c_void, size) as *mut u8
-        },
-        None => {
-            os::set_errno(libc::ENOMEM);
-            core::ptr::null_mut()
-        }
-    }
+        })
+    });
+    q.unwrap_or_else(|| {
+        os::set_errno(libc::ENOMEM);
+        core::ptr::null_mut()
+    })
 }
 
 /// # Safety
 /// `p` came from the process's allocator.
 pub unsafe fn usable_size(p: *mut u8) -> usize {
-    // SAFETY: per contract, with the C signature.
     get(&PROCESS.malloc_usable_size)
-        .map_or(0, |f| unsafe { core::mem::transmute::<usize, UsableFn>(f)(p as *mut libc::c_void) })
+        // SAFETY: per contract, with the C signature.
+        .and_then(|f| {
+            guarded(|| unsafe { core::mem::transmute::<usize, UsableFn>(f)(p as *mut libc::c_void) })
+        })
+        .unwrap_or(0)
 }
 
 pub fn malloc_trim(pad: usize) -> i32 {
-    // SAFETY: the process's malloc_trim, with the C signature.
-    get(&PROCESS.malloc_trim).map_or(0, |f| unsafe { core::mem::transmute::<usize, TrimFn>(f)(pad) })
+    get(&PROCESS.malloc_trim)
+        // SAFETY: the process's malloc_trim, with the C signature.
+        .and_then(|f| guarded(|| unsafe { core::mem::transmute::<usize, TrimFn>(f)(pad) }))
+        .unwrap_or(0)
 }
 
 pub fn malloc_stats() {
     if let Some(f) = get(&PROCESS.malloc_stats) {
         // SAFETY: the process's malloc_stats, with the C signature.
-        unsafe { core::mem::transmute::<usize, StatsFn>(f)() }
+        guarded(|| unsafe { core::mem::transmute::<usize, StatsFn>(f)() });
     }
 }
