@@ -202,19 +202,22 @@ pub unsafe fn realloc(p: *mut u8, size: usize) -> *mut u8 {
 /// # Safety
 /// `p` came from the process's allocator.
 pub unsafe fn usable_size(p: *mut u8) -> usize {
-    get(&PROCESS.malloc_usable_size)
-        // SAFETY: per contract, with the C signature.
-        .and_then(|f| {
-            guarded(|| unsafe { core::mem::transmute::<usize, UsableFn>(f)(p as *mut libc::c_void) })
-        })
-        .unwrap_or(0)
+    // SAFETY: forwarded contract.
+    unsafe { usable_size_of(p) }.unwrap_or(0)
+}
+
+/// # Safety
+/// As for [`usable_size`].
+unsafe fn usable_size_of(p: *mut u8) -> Option<usize> {
+    let f = get(&PROCESS.malloc_usable_size)?;
+    // SAFETY: per contract, with the C signature.
+    guarded(|| unsafe { core::mem::transmute::<usize, UsableFn>(f)(p as *mut libc::c_void) })
 }
 
 pub fn malloc_trim(pad: usize) -> i32 {
-    get(&PROCESS.malloc_trim)
-        // SAFETY: the process's malloc_trim, with the C signature.
-        .and_then(|f| guarded(|| unsafe { core::mem::transmute::<usize, TrimFn>(f)(pad) }))
-        .unwrap_or(0)
+    let Some(f) = get(&PROCESS.malloc_trim) else { return 0 };
+    // SAFETY: the process's malloc_trim, with the C signature.
+    guarded(|| unsafe { core::mem::transmute::<usize, TrimFn>(f)(pad) }).unwrap_or(0)
 }
 
 pub fn malloc_stats() {
