@@ -30,30 +30,18 @@
 /* ------------------------------------------------------------------------- */
 /* child side: one case                                                      */
 
-static int child_failed;
-static void child_fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static void child_fail(const char *fmt, ...)
-{
-    va_list ap;
-    fprintf(stderr, "FAIL %s: child: ", test_name);
-    va_start(ap, fmt);
-    vfprintf(stderr, fmt, ap);
-    va_end(ap);
-    fputc('\n', stderr);
-    child_failed = 1;
-}
 
 static unsigned char *alloc_filled(size_t n)
 {
     unsigned char *p = malloc(n);
-    if (!p) { child_fail("malloc(%zu) failed", n); exit(1); }
+    if (!p) { case_fail("malloc(%zu) failed", n); exit(1); }
     fill(p, n, 3);
     return p;
 }
 static void check_filled(const unsigned char *p, size_t n, const char *what)
 {
     size_t bad = verify(p, n, 3);
-    if (bad != n) child_fail("%s: valid block damaged at byte %zu", what, bad);
+    if (bad != n) case_fail("%s: valid block damaged at byte %zu", what, bad);
 }
 
 /* After a bad free of an interior pointer: the real block is intact and frees normally. */
@@ -69,7 +57,7 @@ static void interior_free(size_t n, size_t off)
 static void double_free(size_t n)
 {
     void *p = malloc(n);
-    if (!p) { child_fail("malloc(%zu) failed", n); exit(1); }
+    if (!p) { case_fail("malloc(%zu) failed", n); exit(1); }
     void *alias = opaque(p); /* taken before the first free: no -Wuse-after-free */
     free(p);
     free(alias);
@@ -77,10 +65,10 @@ static void double_free(size_t n)
     void *q[K];
     for (int i = 0; i < K; i++) {
         q[i] = malloc(n);
-        if (!q[i]) { child_fail("malloc(%zu) after double free failed", n); exit(1); }
+        if (!q[i]) { case_fail("malloc(%zu) after double free failed", n); exit(1); }
         memset(q[i], i, n < 4096 ? n : 4096);
         for (int j = 0; j < i; j++)
-            if (q[j] == q[i]) child_fail("after double free, malloc(%zu) returned %p twice", n, q[i]);
+            if (q[j] == q[i]) case_fail("after double free, malloc(%zu) returned %p twice", n, q[i]);
     }
     for (int i = 0; i < K; i++) free(q[i]);
 }
@@ -90,7 +78,7 @@ static void realloc_interior(size_t n, size_t off)
     unsigned char *p = alloc_filled(n);
     errno = 0;
     void *q = realloc(opaque(p + off), n * 2);
-    if (q != NULL) child_fail("realloc(interior pointer) returned %p, want NULL", q);
+    if (q != NULL) case_fail("realloc(interior pointer) returned %p, want NULL", q);
     check_filled(p, n, "realloc interior");
     free(p);
 }
@@ -114,7 +102,7 @@ static void run_case(const char *name)
         free(opaque((void *)(uintptr_t)(-4096L & ~15L)));
     } else if (!strcmp(name, "unmapped")) {
         void *pg = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-        if (pg == MAP_FAILED) { child_fail("mmap"); exit(1); }
+        if (pg == MAP_FAILED) { case_fail("mmap"); exit(1); }
         munmap(pg, 4096);
         free(opaque(pg));
     } else if (!strcmp(name, "double-small")) {
@@ -129,18 +117,18 @@ static void run_case(const char *name)
         realloc_interior(4 * MiB, 4096);
     } else if (!strcmp(name, "realloc-wild")) {
         void *q = realloc(opaque((void *)(uintptr_t)0x1000), 100);
-        if (q != NULL) child_fail("realloc(0x1000) returned %p, want NULL", q);
+        if (q != NULL) case_fail("realloc(0x1000) returned %p, want NULL", q);
     } else {
-        child_fail("unknown case %s", name);
+        case_fail("unknown case %s", name);
         exit(2);
     }
     /* the heap keeps working */
     for (int i = 0; i < 1000; i++) {
         void *p = malloc((size_t)(i % 100) * 40 + 1);
-        if (!p) { child_fail("malloc after bad call failed"); break; }
+        if (!p) { case_fail("malloc after bad call failed"); break; }
         free(p);
     }
-    if (child_failed) exit(1);
+    if (case_failed) exit(1);
     printf("survived\n");
     fflush(stdout);
     exit(0);

@@ -62,6 +62,20 @@ static inline void fail(int line, const char *fmt, ...)
     fputc('\n', stderr);
     exit(1);
 }
+/* In a case child: report a failure on stderr ("FAIL <test>: child: ...") and go on, so
+ * that one run shows every failed check; the child's exit status comes from case_failed. */
+static int case_failed __attribute__((unused));
+static inline void case_fail(const char *fmt, ...) __attribute__((format(printf, 1, 2), unused));
+static inline void case_fail(const char *fmt, ...)
+{
+    va_list ap;
+    fprintf(stderr, "FAIL %s: child: ", test_name);
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fputc('\n', stderr);
+    case_failed = 1;
+}
 /* CHECK(cond, printf-format, ...): fail() with the caller's line number unless cond holds. */
 #define CHECK(cond, ...) do { if (!(cond)) fail(__LINE__, __VA_ARGS__); } while (0)
 

@@ -57,18 +57,6 @@
 /* ------------------------------------------------------------------------- */
 /* child side                                                                */
 
-static int child_failed;
-static void child_fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static void child_fail(const char *fmt, ...)
-{
-    va_list ap;
-    fprintf(stderr, "FAIL %s: child: ", test_name);
-    va_start(ap, fmt);
-    vfprintf(stderr, fmt, ap);
-    va_end(ap);
-    fputc('\n', stderr);
-    child_failed = 1;
-}
 
 /* Progress marker on stdout, flushed at once: if the child dies, the parent
  * knows how far it got (e.g. a SIGSEGV after "wrote" is inside malloc). */
@@ -80,7 +68,7 @@ static void stage(const char *s)
 
 static void child_exit(void)
 {
-    if (child_failed) exit(1);
+    if (case_failed) exit(1);
     printf("survived\n");
     fflush(stdout);
     exit(0);
@@ -89,7 +77,7 @@ static void child_exit(void)
 static void *xmalloc(size_t n)
 {
     void *p = malloc(n);
-    if (!p) { child_fail("malloc(%zu) returned NULL", n); exit(1); }
+    if (!p) { case_fail("malloc(%zu) returned NULL", n); exit(1); }
     return p;
 }
 
@@ -156,7 +144,7 @@ static void key_varies(size_t size)
     uint64_t at[2] = { 0, 0 };
     const void *atr = (const void *)getauxval(AT_RANDOM);
     if (atr) memcpy(at, atr, 16);
-    else child_fail("getauxval(AT_RANDOM) returned NULL");
+    else case_fail("getauxval(AT_RANDOM) returned NULL");
 
     /* 2*KV_N blocks; the even ones are freed, the odd ones stay live, so every
      * slab holding a freed block also holds a live one and is neither released
@@ -228,14 +216,14 @@ static void uaf_link_write(size_t size, int wild, int chain)
             fflush(stdout);
             _exit(3); /* the heap is in the attacker's hands: stop here */
         }
-        if (!got[i]) { child_fail("malloc #%d of %zu B returned NULL", i + 1, size); exit(1); }
+        if (!got[i]) { case_fail("malloc #%d of %zu B returned NULL", i + 1, size); exit(1); }
     }
     stage("allocated");
     for (int i = 0; i < UAF_MALLOCS; i++) memset(got[i], 0x33, size); /* each block is usable */
     stage("used");
     for (int i = 0; i < UAF_MALLOCS; i++)
         for (int j = 0; j < i; j++)
-            if (got[i] == got[j]) child_fail("malloc #%d and #%d of %zu B both returned %p", j + 1, i + 1, size, got[i]);
+            if (got[i] == got[j]) case_fail("malloc #%d and #%d of %zu B both returned %p", j + 1, i + 1, size, got[i]);
     for (int i = 0; i < UAF_MALLOCS; i++) free(got[i]);
     free(pin1);
     free(pin2);
@@ -258,7 +246,7 @@ static void check_mode_uaf(size_t size)
     static void *keep[CHECK_MALLOCS];
     for (int i = 0; i < CHECK_MALLOCS; i++) {
         keep[i] = malloc(size);
-        if (!keep[i]) { child_fail("malloc #%d of %zu B returned NULL", i + 1, size); exit(1); }
+        if (!keep[i]) { case_fail("malloc #%d of %zu B returned NULL", i + 1, size); exit(1); }
         memset(keep[i], 0x11, size);
     }
     stage("allocated");
@@ -294,15 +282,15 @@ static void random_workload(uint64_t seed)
         unsigned pick = (unsigned)(rnd(&r) % 4);
         if (slot[s]) {
             size_t bad = verify(slot[s], len[s], sd[s]);
-            if (bad != len[s]) child_fail("op %d: block %p of %zu B damaged at byte %zu", op, (void *)slot[s], len[s], bad);
+            if (bad != len[s]) case_fail("op %d: block %p of %zu B damaged at byte %zu", op, (void *)slot[s], len[s], bad);
         }
         if (slot[s] && pick == 0) {
             size_t n = rand_size(&r);
             unsigned char *q = realloc(slot[s], n);
-            if (!q) { child_fail("realloc(%zu) returned NULL", n); exit(1); }
+            if (!q) { case_fail("realloc(%zu) returned NULL", n); exit(1); }
             size_t keep = n < len[s] ? n : len[s];
             size_t bad = verify(q, keep, sd[s]);
-            if (bad != keep) child_fail("op %d: realloc %zu -> %zu B lost byte %zu", op, len[s], n, bad);
+            if (bad != keep) case_fail("op %d: realloc %zu -> %zu B lost byte %zu", op, len[s], n, bad);
             slot[s] = q;
             len[s] = n;
             sd[s] = (unsigned)op;
@@ -316,10 +304,10 @@ static void random_workload(uint64_t seed)
             if (pick == 1) {
                 size_t cnt = 1 + n / 16;
                 q = calloc(cnt, 16);
-                if (!q) { child_fail("calloc(%zu, 16) returned NULL", cnt); exit(1); }
+                if (!q) { case_fail("calloc(%zu, 16) returned NULL", cnt); exit(1); }
                 n = cnt * 16;
                 for (size_t i = 0; i < n; i++)
-                    if (q[i]) { child_fail("op %d: calloc(%zu, 16) byte %zu is 0x%02x, want 0", op, cnt, i, q[i]); break; }
+                    if (q[i]) { case_fail("op %d: calloc(%zu, 16) byte %zu is 0x%02x, want 0", op, cnt, i, q[i]); break; }
             } else {
                 q = xmalloc(n);
             }
@@ -356,7 +344,7 @@ static void *cross_thread(void *arg)
         pthread_barrier_wait(&xbar);
         for (int i = 0; i < XN; i++) {
             size_t bad = verify(xblk[other][i], xlen[other][i], (unsigned)(other * XN + i));
-            if (bad != xlen[other][i]) child_fail("cross-thread block %d damaged at byte %zu", i, bad);
+            if (bad != xlen[other][i]) case_fail("cross-thread block %d damaged at byte %zu", i, bad);
             free(xblk[other][i]);
         }
         pthread_barrier_wait(&xbar);
@@ -369,7 +357,7 @@ static void cross_threads(void)
     pthread_t t[2];
     pthread_barrier_init(&xbar, NULL, 2);
     for (int i = 0; i < 2; i++)
-        if (pthread_create(&t[i], NULL, cross_thread, (void *)(intptr_t)i)) { child_fail("pthread_create"); exit(1); }
+        if (pthread_create(&t[i], NULL, cross_thread, (void *)(intptr_t)i)) { case_fail("pthread_create"); exit(1); }
     for (int i = 0; i < 2; i++) pthread_join(t[i], NULL);
     pthread_barrier_destroy(&xbar);
 }
@@ -392,7 +380,7 @@ static void run_case(int argc, char **argv)
         random_workload(2);
         cross_threads();
     } else {
-        child_fail("unknown case %s (argc %d)", name, argc);
+        case_fail("unknown case %s (argc %d)", name, argc);
         exit(2);
     }
     child_exit();

@@ -75,18 +75,6 @@ extern void *__libc_malloc(size_t);
 /* ------------------------------------------------------------------------- */
 /* child side: one case                                                      */
 
-static int child_failed;
-static void child_fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static void child_fail(const char *fmt, ...)
-{
-    va_list ap;
-    fprintf(stderr, "FAIL %s: child: ", test_name);
-    va_start(ap, fmt);
-    vfprintf(stderr, fmt, ap);
-    va_end(ap);
-    fputc('\n', stderr);
-    child_failed = 1;
-}
 /* Give up on the case now (after a failure that makes going on meaningless,
  * e.g. a duplicate block whose free would add more diagnostics). */
 static void child_give_up(void)
@@ -123,7 +111,7 @@ static void prove_no_duplicates(size_t size, int n)
 {
     for (int i = 0; i < n; i++) {
         proof_blocks[i] = malloc(size);
-        if (!proof_blocks[i]) { child_fail("malloc(%zu) #%d returned NULL", size, i); child_give_up(); }
+        if (!proof_blocks[i]) { case_fail("malloc(%zu) #%d returned NULL", size, i); child_give_up(); }
         fill(proof_blocks[i], size, (unsigned)i);
     }
     int bad = 0;
@@ -134,7 +122,7 @@ static void prove_no_duplicates(size_t size, int n)
     qsort(proof_sorted, (size_t)n, sizeof proof_sorted[0], cmp_addr);
     for (int i = 0; i + 1 < n; i++) {
         if (proof_sorted[i].a + size > proof_sorted[i + 1].a && bad++ < 5)
-            child_fail("%d live blocks of %zu B: #%d at %p and #%d at %p overlap (%s)", n, size,
+            case_fail("%d live blocks of %zu B: #%d at %p and #%d at %p overlap (%s)", n, size,
                        proof_sorted[i].i, (void *)proof_sorted[i].a, proof_sorted[i + 1].i,
                        (void *)proof_sorted[i + 1].a,
                        proof_sorted[i].a == proof_sorted[i + 1].a ? "the same block handed out twice"
@@ -143,7 +131,7 @@ static void prove_no_duplicates(size_t size, int n)
     for (int i = 0; i < n; i++) {
         size_t off = verify(proof_blocks[i], size, (unsigned)i);
         if (off != size && bad++ < 10)
-            child_fail("%d live blocks of %zu B: block #%d at %p clobbered at byte %zu (shared with another block?)",
+            case_fail("%d live blocks of %zu B: block #%d at %p clobbered at byte %zu (shared with another block?)",
                        n, size, i, (void *)proof_blocks[i], off);
     }
     if (bad) child_give_up();
@@ -157,13 +145,13 @@ static void prove_no_duplicates(size_t size, int n)
 static void uncarved(size_t size, size_t k, int proof_n)
 {
     unsigned char *p = malloc(size);
-    if (!p) { child_fail("malloc(%zu) failed", size); child_give_up(); }
+    if (!p) { case_fail("malloc(%zu) failed", size); child_give_up(); }
     size_t stride = malloc_usable_size(p); /* hakmem: the class's block size */
     unsigned char *q = p + stride * k;
     if (((uintptr_t)p & ~(SLAB_PAGE_SZ - 1)) != ((uintptr_t)(q + stride - 1) & ~(SLAB_PAGE_SZ - 1))) {
         /* The case needs q to be a block start of p's slab; if the layout
          * changed (stride, slab size, p not near the slab start), say so. */
-        child_fail("layout assumption broken: malloc(%zu) = %p, usable size %zu, block %zu strides on (%p) "
+        case_fail("layout assumption broken: malloc(%zu) = %p, usable size %zu, block %zu strides on (%p) "
                    "is not in the same 64 KiB slab page",
                    size, (void *)p, stride, k, (void *)q);
         child_give_up();
@@ -179,12 +167,12 @@ static void uncarved(size_t size, size_t k, int proof_n)
 static void prot_none(void)
 {
     unsigned char *base = mmap(NULL, 4 * PAGE_SZ, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    if (base == MAP_FAILED) { child_fail("mmap PROT_NONE: %s", strerror(errno)); child_give_up(); }
+    if (base == MAP_FAILED) { case_fail("mmap PROT_NONE: %s", strerror(errno)); child_give_up(); }
     announce_bad(base + 16);
     free(opaque(base + 16));
     announce_bad(base + PAGE_SZ);
     free(opaque(base + PAGE_SZ));
-    if (munmap(base, 4 * PAGE_SZ) != 0) child_fail("munmap: %s", strerror(errno));
+    if (munmap(base, 4 * PAGE_SZ) != 0) case_fail("munmap: %s", strerror(errno));
 }
 
 static void file_past_eof(void)
@@ -193,23 +181,23 @@ static void file_past_eof(void)
     const char *dir = getenv("TMPDIR");
     snprintf(path, sizeof path, "%s/test_wild.XXXXXX", dir && *dir ? dir : "/tmp");
     int fd = mkstemp(path);
-    if (fd < 0) { child_fail("mkstemp(%s): %s", path, strerror(errno)); child_give_up(); }
+    if (fd < 0) { case_fail("mkstemp(%s): %s", path, strerror(errno)); child_give_up(); }
     unlink(path);
     unsigned char data[100];
     memset(data, 0, sizeof data); /* a zero "chunk header": not a heap block */
     if (write(fd, data, sizeof data) != (ssize_t)sizeof data) {
-        child_fail("write temp file: %s", strerror(errno));
+        case_fail("write temp file: %s", strerror(errno));
         child_give_up();
     }
     /* Two pages of a 100-byte file: the second lies wholly past EOF, so any
      * read of it raises SIGBUS (mincore still calls it mapped). */
     unsigned char *base = mmap(NULL, 2 * PAGE_SZ, PROT_READ, MAP_SHARED, fd, 0);
-    if (base == MAP_FAILED) { child_fail("mmap file: %s", strerror(errno)); child_give_up(); }
+    if (base == MAP_FAILED) { case_fail("mmap file: %s", strerror(errno)); child_give_up(); }
     announce_bad(base + PAGE_SZ + 16);
     free(opaque(base + PAGE_SZ + 16));
     announce_bad(base + 16);
     free(opaque(base + 16));
-    if (base[0] != 0 || base[99] != 0) child_fail("file mapping changed: byte 0 = %d, byte 99 = %d", base[0], base[99]);
+    if (base[0] != 0 || base[99] != 0) case_fail("file mapping changed: byte 0 = %d, byte 99 = %d", base[0], base[99]);
     munmap(base, 2 * PAGE_SZ);
     close(fd);
 }
@@ -226,7 +214,7 @@ static void glibc_double_free(size_t size)
     void *g = __libc_malloc(size);
     /* keeps g from merging into glibc's top chunk when freed to a bin */
     void *guard = __libc_malloc(40);
-    if (!g || !guard) { child_fail("__libc_malloc(%zu) failed", size); child_give_up(); }
+    if (!g || !guard) { case_fail("__libc_malloc(%zu) failed", size); child_give_up(); }
     memset(g, 0x5a, size);
     if (fill_tcache)
         for (int i = 0; i < TCACHE_FILL; i++) free(fillers[i]); /* glibc's tcache for size is now full */
@@ -237,10 +225,10 @@ static void glibc_double_free(size_t size)
     /* glibc must not hand the block out twice now */
     void *a[4] = { __libc_malloc(size), __libc_malloc(size), __libc_malloc(40), __libc_malloc(40) };
     for (int i = 0; i < 4; i++) {
-        if (!a[i]) { child_fail("__libc_malloc after the double free returned NULL"); child_give_up(); }
+        if (!a[i]) { case_fail("__libc_malloc after the double free returned NULL"); child_give_up(); }
         for (int j = 0; j < i; j++)
             if (a[i] == a[j]) {
-                child_fail("after the double free of %p, __libc_malloc returned %p twice (calls %d and %d)", alias,
+                case_fail("after the double free of %p, __libc_malloc returned %p twice (calls %d and %d)", alias,
                            a[i], j, i);
                 child_give_up();
             }
@@ -269,13 +257,13 @@ static void fake_chunk_stack(void)
     free(opaque(user));
     size_t off = verify(opaque(buf + 16), 48, 77);
     if (off != 48)
-        child_fail("free(%p) of a fake chunk on the stack wrote into it (byte %zu changed: glibc's tcache links?)",
+        case_fail("free(%p) of a fake chunk on the stack wrote into it (byte %zu changed: glibc's tcache links?)",
                    (void *)user, off);
     void *got[10];
     for (int i = 0; i < 10; i++) {
         got[i] = __libc_malloc(48);
         if (got[i] == (void *)user) {
-            child_fail("__libc_malloc(48) call %d returned the stack address %p: the fake chunk was freed into glibc",
+            case_fail("__libc_malloc(48) call %d returned the stack address %p: the fake chunk was freed into glibc",
                        i, got[i]);
             child_give_up();
         }
@@ -299,7 +287,7 @@ static void *fake_mmapped_on_this_stack(void *arg)
     announce_bad(user);
     free(opaque(user));
     size_t off = verify(page + 16, PAGE_SZ - 16, 91); /* SIGSEGV here if the page was unmapped */
-    if (off != PAGE_SZ - 16) child_fail("fake mmapped chunk's contents changed at byte %zu", off);
+    if (off != PAGE_SZ - 16) case_fail("fake mmapped chunk's contents changed at byte %zu", off);
     memset(opaque(frame), 0x33, sizeof frame); /* still ours, still writable */
     return NULL;
 }
@@ -309,7 +297,7 @@ static void fake_mmapped(void)
     fake_mmapped_on_this_stack(NULL);
     pthread_t t;
     if (pthread_create(&t, NULL, fake_mmapped_on_this_stack, NULL) != 0) {
-        child_fail("pthread_create failed");
+        case_fail("pthread_create failed");
         child_give_up();
     }
     pthread_join(t, NULL);
@@ -320,12 +308,12 @@ static void fake_mmapped(void)
 static void usable_size_freed(size_t size)
 {
     void *p = malloc(size);
-    if (!p) { child_fail("malloc(%zu) failed", size); child_give_up(); }
+    if (!p) { case_fail("malloc(%zu) failed", size); child_give_up(); }
     void *alias = opaque(p); /* taken before the free: no -Wuse-after-free */
     free(p);                 /* a tiny block stays in the thread cache */
     announce_bad(alias);
     size_t u = malloc_usable_size(alias);
-    if (u != 0) child_fail("malloc_usable_size(%p) of a freed %zu B block returned %zu, want 0", alias, size, u);
+    if (u != 0) case_fail("malloc_usable_size(%p) of a freed %zu B block returned %zu, want 0", alias, size, u);
 }
 
 /* --- valid ---------------------------------------------------------------- */
@@ -336,10 +324,10 @@ static void valid(void)
     CHECK(p, "malloc(100)");
     fill(p, 100, 5);
     size_t u = malloc_usable_size(p);
-    if (u < 100) child_fail("malloc_usable_size(malloc(100)) = %zu", u);
+    if (u < 100) case_fail("malloc_usable_size(malloc(100)) = %zu", u);
     unsigned char *r = realloc(p, 3000);
-    if (!r) { child_fail("realloc to 3000 failed"); child_give_up(); }
-    if (verify(r, 100, 5) != 100) child_fail("realloc lost the contents");
+    if (!r) { case_fail("realloc to 3000 failed"); child_give_up(); }
+    if (verify(r, 100, 5) != 100) case_fail("realloc lost the contents");
     free(r);
     unsigned char *m = malloc(20000);
     CHECK(m, "malloc(20000)");
@@ -349,17 +337,17 @@ static void valid(void)
     static const size_t gs[] = { 40, 1500, 300000 };
     for (size_t i = 0; i < sizeof gs / sizeof gs[0]; i++) {
         unsigned char *g = __libc_malloc(gs[i]);
-        if (!g) { child_fail("__libc_malloc(%zu) failed", gs[i]); child_give_up(); }
+        if (!g) { case_fail("__libc_malloc(%zu) failed", gs[i]); child_give_up(); }
         fill(g, gs[i], 9);
-        if (malloc_usable_size(g) < gs[i]) child_fail("malloc_usable_size(__libc_malloc(%zu)) = %zu", gs[i], malloc_usable_size(g));
+        if (malloc_usable_size(g) < gs[i]) case_fail("malloc_usable_size(__libc_malloc(%zu)) = %zu", gs[i], malloc_usable_size(g));
         free(g);
     }
     unsigned char *g = __libc_malloc(40);
     CHECK(g, "__libc_malloc(40)");
     fill(g, 40, 11);
     g = realloc(g, 5000);
-    if (!g) { child_fail("realloc(__libc_malloc block) failed"); child_give_up(); }
-    if (verify(g, 40, 11) != 40) child_fail("realloc of a glibc block lost the contents");
+    if (!g) { case_fail("realloc(__libc_malloc block) failed"); child_give_up(); }
+    if (verify(g, 40, 11) != 40) case_fail("realloc of a glibc block lost the contents");
     free(g);
 }
 
@@ -378,16 +366,16 @@ static void run_case(const char *name)
     else if (!strcmp(name, "usable-size-freed")) usable_size_freed(100);
     else if (!strcmp(name, "usable-size-freed-mid")) usable_size_freed(20000);
     else {
-        child_fail("unknown case %s", name);
+        case_fail("unknown case %s", name);
         exit(2);
     }
     /* the heap keeps working */
     for (int i = 0; i < 1000; i++) {
         void *p = malloc((size_t)(i % 100) * 40 + 1);
-        if (!p) { child_fail("malloc after the bad call failed"); break; }
+        if (!p) { case_fail("malloc after the bad call failed"); break; }
         free(p);
     }
-    if (child_failed) child_give_up();
+    if (case_failed) child_give_up();
     printf("survived\n");
     fflush(stdout);
     exit(0);
