@@ -87,9 +87,12 @@ pub(crate) fn classify(p: *mut u8) -> Kind {
             match page_map::large_block(a) {
                 Some(b) if a == b.base && b.free => Kind::LargeFree,
                 Some(b) if a == b.base => Kind::Large { pages: b.pages },
-                // Past the block's last page: someone else's mapping.
-                Some(b) if a - b.base >= large::usable_size(b.pages) => Kind::Foreign,
-                _ => Kind::Invalid,
+                // Inside the block, not its start.
+                Some(b) if a - b.base < large::usable_size(b.pages) => Kind::Invalid,
+                // Past the block's last page: someone else's mapping. (No
+                // head at all: the entries are being written or cleared, so
+                // the address is not, or no longer, ours.)
+                _ => Kind::Foreign,
             }
         }
     }
@@ -245,9 +248,13 @@ pub unsafe fn realloc(p: *mut u8, size: usize) -> *mut u8 {
             if size > MID_MAX {
                 // SAFETY: `p` is a live large block of `pages` pages.
                 let mut q = unsafe { large::realloc(p, pages, size) };
-                if q.is_null() && size <= large::MAX_REQUEST && thread::release_everything() > 0 {
-                    // SAFETY: as above; the failed attempt left `p` untouched.
-                    q = unsafe { large::realloc(p, pages, size) };
+                if q.is_null() && size <= large::MAX_REQUEST {
+                    // The pages could not be moved (no address space, or a
+                    // kernel that refuses this move): copy them, as glibc does
+                    // when mremap fails, after giving back what is cached.
+                    thread::release_everything();
+                    // SAFETY: the failed attempt left `p` untouched.
+                    q = unsafe { move_block(p, large::usable_size(pages), size) };
                 }
                 if q.is_null() {
                     os::set_errno(libc::ENOMEM);

@@ -7,6 +7,8 @@
 //! - every read of memory that is not hakmem's goes through
 //!   `os::read_foreign`, which cannot fault (unmapped, `PROT_NONE`, or a
 //!   file mapping past its end all just fail the check);
+//! - the chunk must not overlap hakmem's own memory (a pointer just past a
+//!   hakmem block would otherwise be read with that block's data as header);
 //! - the chunk header must be well formed, and the chunk must lie where
 //!   glibc puts chunks: in the brk heap for the main arena, in its arena's
 //!   64 MiB heap mapping otherwise, in an anonymous private mapping (not the
@@ -22,6 +24,7 @@ use core::sync::atomic::{AtomicUsize, Ordering};
 use crate::guest;
 use crate::misuse::{self, Misuse};
 use crate::os::{self, MappingKind, PAGE};
+use crate::segment;
 use crate::stats::{self, STATS};
 
 extern "C" {
@@ -121,6 +124,12 @@ pub fn verdict(p: *const u8) -> Verdict {
         return Verdict::Invalid;
     }
     let bits = size_field & SIZE_BITS;
+    // A "chunk" overlapping hakmem's memory is not glibc's (the bytes before
+    // a pointer just past a hakmem block are that block's data).
+    let span_start = if bits & IS_MMAPPED != 0 { chunk.saturating_sub(prev_size) } else { chunk };
+    if [span_start, chunk, chunk + size - 1].iter().any(|&a| segment::mapped_by_hakmem(a)) {
+        return Verdict::Invalid;
+    }
     if bits & IS_MMAPPED != 0 {
         // Starts `prev_size` bytes into a page-aligned mapping; chunk and
         // mapping end together on a page boundary.

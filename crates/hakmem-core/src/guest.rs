@@ -15,8 +15,7 @@
 use core::ffi::CStr;
 use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
-use crate::page_map::{self, Entry};
-use crate::{diag, os};
+use crate::{diag, os, segment};
 
 static ACTIVE: AtomicBool = AtomicBool::new(false);
 
@@ -82,7 +81,7 @@ pub fn decide_on_load() -> bool {
     // block is given back at once.
     let ours = unsafe {
         let p = core::mem::transmute::<usize, MallocFn>(malloc)(24) as *mut u8;
-        let ours = p.is_null() || page_map::lookup(p as usize) != Entry::Foreign;
+        let ours = p.is_null() || segment::mapped_by_hakmem(p as usize);
         if !p.is_null() && free != 0 {
             core::mem::transmute::<usize, FreeFn>(free)(p as *mut libc::c_void);
         }

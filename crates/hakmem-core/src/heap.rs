@@ -415,8 +415,13 @@ impl Heap {
                 let mut seg = self.segments.head;
                 while !seg.is_null() && (*seg).free_pages != 0 {
                     let next = Queue::next(seg);
-                    if let Some((slab, dirty)) = (*seg).alloc_slab(class) {
-                        let slab: *mut Slab = slab;
+                    let found = (*seg).alloc_slab(class).map(|(s, d)| (s as *mut Slab, d));
+                    if found.is_none() && (*seg).free_pages == 0 {
+                        // Another mapping stopped its growth: it is full now.
+                        self.segments.remove(seg);
+                        self.segments.push_back(seg);
+                    }
+                    if let Some((slab, dirty)) = found {
                         self.take_dirty(dirty);
                         if (*seg).free_pages == 0 {
                             self.segments.remove(seg);

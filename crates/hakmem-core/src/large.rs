@@ -224,11 +224,14 @@ pub unsafe fn realloc(p: *mut u8, pages: usize, new_size: usize) -> *mut u8 {
         return p;
     }
     let (old_chunks, new_chunks) = (chunks_for(old_bytes), chunks_for(new_bytes));
+    // A failed attempt below is not an error of the caller's call.
+    let saved_errno = os::errno();
     // Grow in place when the address space after the block is free.
     // SAFETY: `p` is the whole mapping; growing in place moves nothing.
     let grown = unsafe { os::remap(p, old_bytes, new_bytes, ptr::null_mut()) };
     if !grown.is_null() {
         if page_map::set_large(base, new_chunks, head) {
+            os::set_errno(saved_errno);
             return p;
         }
         // The page map could not grow: undo.
@@ -238,31 +241,79 @@ pub unsafe fn realloc(p: *mut u8, pages: usize, new_size: usize) -> *mut u8 {
         page_map::set_large(base, old_chunks, Entry::LargeHead { pages });
         return ptr::null_mut();
     }
-    // Move: reserve an aligned destination, then move the pages onto it.
+    // SAFETY: forwarded contract.
+    let q = unsafe { move_grow(p, old_bytes, new_bytes) };
+    if !q.is_null() {
+        os::set_errno(saved_errno);
+    }
+    q
+}
+
+/// Move a live large block of `old_bytes` to a new chunk-aligned place with
+/// `new_bytes`, without copying. Null (and `p` untouched) on failure.
+///
+/// Reserve the new range, move the old pages onto its start (moving and
+/// growing in one call would make the kernel count the growth on top of the
+/// reservation), then make the block one mapping again: give up the rest of
+/// the reservation and grow the moved pages over it in place. A block left
+/// as two mappings could not grow in place, nor be moved as a whole by
+/// older kernels, again.
+///
+/// # Safety
+/// `p` is a live large block of `old_bytes` (< `new_bytes`) bytes.
+unsafe fn move_grow(p: *mut u8, old_bytes: usize, new_bytes: usize) -> *mut u8 {
+    let (old_chunks, new_chunks) = (chunks_for(old_bytes), chunks_for(new_bytes));
     let dest = os::map_aligned(new_bytes, CHUNK);
     if dest.is_null() {
         return dest;
     }
-    if !page_map::set_large(dest as usize, new_chunks, head) {
+    let d = dest as usize;
+    // Create the page-map leaves now, so that publishing the block once it
+    // has moved cannot fail; nothing is published before.
+    if !page_map::set_large(d, new_chunks, Entry::Foreign) {
         // SAFETY: just mapped, never published.
         unsafe { os::unmap(dest, new_bytes) };
         return ptr::null_mut();
     }
-    // The old range stops being ours the moment it is moved away: clear its
-    // entries first.
-    page_map::set_large(base, old_chunks, Entry::Foreign);
-    // Move the old pages onto the start of the reservation; its rest stays
-    // as fresh pages. (Moving and growing in one call makes the kernel
-    // count the growth on top of the reservation.)
+    // The old range stops being ours the moment it is moved away.
+    page_map::set_large(p as usize, old_chunks, Entry::Foreign);
     // SAFETY: `p` is the whole old mapping; `dest` is our fresh reservation.
     let moved = unsafe { os::remap(p, old_bytes, old_bytes, dest) };
     if moved.is_null() {
-        page_map::set_large(base, old_chunks, Entry::LargeHead { pages });
-        page_map::set_large(dest as usize, new_chunks, Entry::Foreign);
-        // SAFETY: our reservation, unused since the move failed.
-        unsafe { os::unmap(dest, new_bytes) };
+        page_map::set_large(p as usize, old_chunks, Entry::LargeHead { pages: old_bytes / PAGE });
+        // The kernel may have unmapped the start of the reservation already
+        // (someone else may map there now): give back only the rest.
+        // SAFETY: the part of our reservation the move never touches.
+        unsafe { os::unmap((d + old_bytes) as *mut u8, new_bytes - old_bytes) };
         return ptr::null_mut();
     }
+    // SAFETY: the rest of our reservation, unused; then the moved block,
+    // grown in place over the range just given up.
+    let one_mapping = unsafe {
+        os::unmap((d + old_bytes) as *mut u8, new_bytes - old_bytes);
+        !os::remap(dest, old_bytes, new_bytes, ptr::null_mut()).is_null()
+    };
+    if !one_mapping && os::map_at(d + old_bytes, new_bytes - old_bytes) != os::MapAt::Mapped {
+        // Another mapping took the range in between: copy instead.
+        let (q, _) = alloc(new_bytes, 1);
+        if !q.is_null() {
+            // SAFETY: `dest` holds the old block's `old_bytes`; `q` is a
+            // fresh block of `new_bytes`; then the moved block is ours to drop.
+            unsafe {
+                ptr::copy_nonoverlapping(dest, q, old_bytes);
+                os::unmap(dest, old_bytes);
+            }
+            return q;
+        }
+        // The old address is gone and the new block cannot be completed:
+        // neither a failure nor a success can be returned truthfully. Only
+        // a lost race together with out-of-memory gets here.
+        crate::diag::line(format_args!(
+            "realloc(): out of memory while moving a {old_bytes}-byte block; aborting"
+        ));
+        os::abort();
+    }
+    page_map::set_large(d, new_chunks, Entry::LargeHead { pages: new_bytes / PAGE });
     dest
 }
 

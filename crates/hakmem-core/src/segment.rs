@@ -426,6 +426,17 @@ unsafe impl Send for Abandoned {}
 /// oldest first.
 static ABANDONED: Lock<Abandoned> = Lock::new(Abandoned { queue: Queue::new(), len: 0 });
 
+/// Is `addr` in memory hakmem has mapped: a segment's mapped part, or a
+/// large block's pages (live or cached)? Reads only hakmem's metadata.
+pub fn mapped_by_hakmem(addr: usize) -> bool {
+    match page_map::lookup(addr) {
+        Entry::Foreign => false,
+        // SAFETY: the page map says this chunk is a segment: its header is mapped.
+        Entry::Segment => unsafe { (*Segment::of(addr)).maps(addr) },
+        _ => page_map::large_block(addr).is_some_and(|b| addr - b.base < b.pages * os::PAGE),
+    }
+}
+
 /// Get an empty segment (all slab pages free) owned by nobody, or null when
 /// the system refuses memory. A segment from the cache may still have dirty
 /// pages (`dirty_pages`), which the new owner accounts for.

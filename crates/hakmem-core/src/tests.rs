@@ -434,6 +434,39 @@ fn a_large_block_maps_only_its_pages_and_what_follows_is_foreign() {
         assert_ne!(q, p, "the neighbour blocks growth in place");
         assert!(check_pattern(q, size, 7));
         assert_eq!(classify(p), Kind::Foreign, "the old range is no longer ours");
+        // A moved block can grow (and move) again, any number of times, each
+        // time past a neighbour; and its contents follow.
+        let (mut q, mut size) = (q, size + PAGE);
+        let mut walls = Vec::new();
+        for _ in 0..20 {
+            let end = q as usize + size;
+            if os::map_at(end, PAGE) == MapAt::Mapped {
+                walls.push(end);
+            }
+            pattern(q, size, 9);
+            // SAFETY: a live block.
+            let r = unsafe { api::realloc(q, size + 16 * PAGE) };
+            assert!(!r.is_null(), "growth {size} -> {} of a moved block failed", size + 16 * PAGE);
+            assert!(check_pattern(r, size, 9));
+            q = r;
+            size += 16 * PAGE;
+        }
+        // The bytes before a pointer just past the block are the block's:
+        // never taken for a glibc chunk header (an mmapped chunk of 64 KiB).
+        let end = q as usize + size;
+        if os::map_at(end, PAGE) == MapAt::Mapped {
+            walls.push(end);
+        }
+        // SAFETY: the last 16 bytes of our live block.
+        unsafe {
+            *((end - 16) as *mut usize) = 0;
+            *((end - 8) as *mut usize) = (64 << 10) | 2;
+        }
+        assert_eq!(crate::foreign::verdict(end as *const u8), crate::foreign::Verdict::Invalid);
+        for w in walls {
+            // SAFETY: our test mappings.
+            unsafe { os::unmap(w as *mut u8, PAGE) };
+        }
         // Shrinking gives the pages past the new end back.
         // SAFETY: a live block.
         let r = unsafe { api::realloc(q, MID_MAX + PAGE) };
