@@ -32,15 +32,15 @@ static FORK_LOCK: RawLock = RawLock::new();
 static FORK_DEPTH: AtomicU32 = AtomicU32::new(0);
 
 /// Every global lock, in acquisition order.
-fn global_locks() -> [&'static RawLock; 5] {
-    let [abandoned, segment_cache] = segment::locks();
-    [thread::key_lock(), heap::lock(), abandoned, segment_cache, large::lock()]
+fn global_locks() -> [&'static RawLock; 6] {
+    let [abandoned, segment_cache, tombstones] = segment::locks();
+    [thread::key_lock(), heap::lock(), abandoned, segment_cache, tombstones, large::lock()]
 }
 
-/// Which of the locks the outermost prepare took (bit i: lock i; bit 5:
+/// Which of the locks the outermost prepare took (bit i: lock i; bit 8:
 /// this thread's heap lock). Only the forking thread touches it.
 static TAKEN: AtomicU32 = AtomicU32::new(0);
-const OWN_HEAP_BIT: u32 = 1 << 5;
+const OWN_HEAP_BIT: u32 = 1 << 8;
 
 extern "C" fn fork_prepare() {
     if FORK_LOCK.held_by_me() {

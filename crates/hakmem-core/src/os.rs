@@ -152,6 +152,27 @@ fn map_over_aligned(size: usize, align: usize) -> *mut u8 {
     start as *mut u8
 }
 
+/// Replace `[p, p + size)`, a hakmem mapping, by read-only zero pages in one
+/// step: a reader that races with the release of the range reads zeroes
+/// instead of faulting, and nobody else can map there meanwhile.
+///
+/// # Safety
+/// The range is page aligned, hakmem's, and holds no live data.
+pub unsafe fn seal(p: *mut u8, size: usize) -> bool {
+    // SAFETY: MAP_FIXED over a range the caller owns replaces only it.
+    let r = unsafe {
+        libc::mmap(
+            p as *mut libc::c_void,
+            size,
+            libc::PROT_READ,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED,
+            -1,
+            0,
+        )
+    };
+    r == p as *mut libc::c_void
+}
+
 /// Unmap `[p, p + size)`.
 ///
 /// # Safety

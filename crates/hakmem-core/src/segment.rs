@@ -513,22 +513,75 @@ pub unsafe fn release(seg: *mut Segment) -> usize {
 /// Unmap a segment nobody references. Returns the bytes that were still
 /// committed (given back).
 ///
+/// The header page is not unmapped at once: a thread that found the chunk
+/// in the page map an instant before (freeing a foreign block that sits
+/// past the mapped part) may be about to read it. It becomes a read-only
+/// zero page, which reads as "no slab here" (so the pointer goes down the
+/// foreign path), and is unmapped two purge epochs later.
+///
 /// # Safety
 /// `seg` is empty and on no list.
 unsafe fn unmap(seg: *mut Segment) -> usize {
+    let base = seg as usize;
     // SAFETY: per contract; the page map forgets the chunk before it goes.
     unsafe {
         let dirty = (*seg).dirty_bytes();
-        page_map::set(seg as usize, Entry::Foreign);
-        os::unmap(seg as *mut u8, (*seg).mapped_pages.load(Ordering::Relaxed) as usize * SLAB_PAGE);
+        let mapped = (*seg).mapped_pages.load(Ordering::Relaxed) as usize * SLAB_PAGE;
+        page_map::set(base, Entry::Foreign);
+        os::unmap((base + os::PAGE) as *mut u8, mapped - os::PAGE);
+        if os::seal(seg as *mut u8, os::PAGE) {
+            bury(base);
+        } else {
+            os::unmap(seg as *mut u8, os::PAGE);
+        }
         stats::count(&STATS.segments_unmapped);
         dirty
     }
 }
 
+/// Sealed header pages of unmapped segments, with the epoch they were
+/// sealed at, oldest first.
+struct Tombstones {
+    pages: [(usize, u64); TOMBSTONES],
+    len: usize,
+}
+const TOMBSTONES: usize = 128;
+static TOMBSTONE_LIST: Lock<Tombstones> = Lock::new(Tombstones { pages: [(0, 0); TOMBSTONES], len: 0 });
+
+/// Keep the sealed header page at `base` until no reader can be in it.
+fn bury(base: usize) {
+    let mut t = TOMBSTONE_LIST.lock();
+    if t.len == TOMBSTONES {
+        // Full: the oldest has waited through TOMBSTONES unmaps since.
+        let (oldest, _) = t.pages[0];
+        t.pages.copy_within(1.., 0);
+        t.len -= 1;
+        // SAFETY: our sealed page, out of the page map long ago.
+        unsafe { os::unmap(oldest as *mut u8, os::PAGE) };
+    }
+    let len = t.len;
+    t.pages[len] = (base, current_epoch());
+    t.len += 1;
+}
+
+/// Unmap the sealed header pages at least two epochs old. (Younger ones
+/// cost a page of address space each, no memory.)
+fn exhume(e: u64) {
+    let mut t = TOMBSTONE_LIST.lock();
+    let n = t.pages[..t.len].iter().take_while(|&&(_, at)| at + 2 <= e).count();
+    for &(page, _) in &t.pages[..n] {
+        // SAFETY: our sealed page, out of the page map for two epochs.
+        unsafe { os::unmap(page as *mut u8, os::PAGE) };
+    }
+    let len = t.len;
+    t.pages.copy_within(n..len, 0);
+    t.len -= n;
+}
+
 /// Decay for the cached segments: free pages unused for two epochs go back
 /// to the OS. Returns the bytes purged.
 pub fn age_cache(e: u64) -> usize {
+    exhume(e);
     let mut c = SEGMENT_CACHE.lock();
     let mut purged = 0;
     let mut seg = c.head;
@@ -546,6 +599,7 @@ pub fn age_cache(e: u64) -> usize {
 /// Unmap every cached segment (malloc_trim, or an `mmap` that failed).
 /// Returns the bytes given back.
 pub fn trim_cache() -> usize {
+    exhume(current_epoch());
     let mut released = 0;
     loop {
         let seg = {
@@ -677,6 +731,6 @@ unsafe fn abandon_again(seg: *mut Segment) {
 }
 
 /// The global locks of this module, for the fork handlers.
-pub fn locks() -> [&'static crate::sync::RawLock; 2] {
-    [ABANDONED.raw(), SEGMENT_CACHE.raw()]
+pub fn locks() -> [&'static crate::sync::RawLock; 3] {
+    [ABANDONED.raw(), SEGMENT_CACHE.raw(), TOMBSTONE_LIST.raw()]
 }

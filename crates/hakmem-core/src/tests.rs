@@ -520,3 +520,30 @@ fn a_segment_grows_in_place_until_a_neighbour_stops_it() {
         os::unmap(wall as *mut u8, PAGE);
     }
 }
+
+#[test]
+fn an_unmapped_segments_header_stays_readable_for_two_epochs() {
+    use crate::os::{self, MapAt};
+    use crate::segment::{self, Segment};
+    let seg = segment::acquire();
+    assert!(!seg.is_null());
+    let base = seg as usize;
+    // SAFETY: empty and on no list: into the cache, and out of it unmapped.
+    unsafe { segment::release(seg) };
+    segment::trim_cache();
+    assert_eq!(page_map::lookup(base), Entry::Foreign, "the chunk left the page map first");
+    // A reader that looked the chunk up just before still reads a header:
+    // zeroes, "no slab, nothing mapped", so its pointer goes the foreign way.
+    // SAFETY: the sealed header page is mapped read-only.
+    let s = unsafe { &*Segment::of(base + 12345) };
+    assert!(!s.maps(base + 12345));
+    assert_eq!(s.info_at(base + 70_000).class(), 0);
+    assert_eq!(os::map_at(base + os::PAGE, os::PAGE), MapAt::Mapped, "the rest is unmapped at once");
+    // SAFETY: our probe mapping.
+    unsafe { os::unmap((base + os::PAGE) as *mut u8, os::PAGE) };
+    // Two epochs later the sealed page goes too.
+    segment::age_cache(segment::current_epoch() + 2);
+    assert_eq!(os::map_at(base, os::PAGE), MapAt::Mapped, "the sealed page is unmapped after two epochs");
+    // SAFETY: our probe mapping.
+    unsafe { os::unmap(base as *mut u8, os::PAGE) };
+}
