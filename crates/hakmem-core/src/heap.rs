@@ -288,7 +288,28 @@ impl Heap {
                 if need == 0 {
                     break;
                 }
-                // Fresh blocks first, in address order ahead of the rest.
+                // The local list: whole when short enough (one step, its
+                // links stay as they are), else pop what is wanted.
+                if s.free_count > 0 {
+                    if first.is_null() {
+                        first = s.pop();
+                    }
+                    if n == 0 && s.free_count <= 2 * want {
+                        (head, n) = s.take_local_list();
+                        continue;
+                    }
+                    while n < want {
+                        let b = s.pop();
+                        if b.is_null() {
+                            break;
+                        }
+                        Block::set_next(b, head);
+                        head = b;
+                        n += 1;
+                    }
+                    continue;
+                }
+                // Fresh blocks next, in address order ahead of the rest.
                 let (mut c0, c1, mut k) = s.carve(need);
                 if k > 0 {
                     carved = true;
@@ -307,21 +328,10 @@ impl Heap {
                     }
                     continue;
                 }
-                // Fully carved: blocks other threads gave back.
+                // Fully carved, local list empty: blocks other threads gave
+                // back become the local list (no walk of their chain).
                 if s.collect_remote() == 0 {
                     break;
-                }
-                if first.is_null() {
-                    first = s.pop();
-                }
-                while n < want {
-                    let b = s.pop();
-                    if b.is_null() {
-                        break;
-                    }
-                    Block::set_next(b, head);
-                    head = b;
-                    n += 1;
                 }
             }
             if carved {
@@ -704,7 +714,16 @@ impl Heap {
                     // next pointer is read before `s` may be released.
                     unsafe {
                         let next = Queue::next(s);
-                        let got = (*s).collect_remote();
+                        // Take the remote frees only where that costs no walk
+                        // of the chain (the local list is empty) or empties
+                        // the slab; otherwise they wait for the refill that
+                        // empties the local list.
+                        let pending = (*s).remote.pending() as u32;
+                        let got = if pending > 0 && ((*s).free_count == 0 || pending == (*s).used) {
+                            (*s).collect_remote()
+                        } else {
+                            0
+                        };
                         if (*s).used == 0 {
                             if kept_empty {
                                 self.release_slab(s);

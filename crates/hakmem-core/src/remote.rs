@@ -112,6 +112,12 @@ impl<T: Link> RemoteList<T> {
         ((h & PTR_MASK) as *mut T, h >> COUNT_SHIFT)
     }
 
+    /// How many nodes wait on the list: a lower bound (pushes may add more
+    /// at once), read without taking them.
+    pub fn pending(&self) -> usize {
+        self.head.load(Ordering::Relaxed) >> COUNT_SHIFT
+    }
+
     /// Has anything been pushed and not taken? A hint: may be stale at once.
     pub fn is_empty(&self) -> bool {
         self.head.load(Ordering::Relaxed) == 0
