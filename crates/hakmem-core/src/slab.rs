@@ -29,6 +29,7 @@
 use core::ptr;
 use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
+use crate::config;
 use crate::os;
 use crate::remote::{Link, RemoteList};
 use crate::size_class::{is_block_start, CAPACITY, SLAB_PAGES, STRIDE};
@@ -234,7 +235,9 @@ impl Slab {
         }
         // SAFETY: blocks on the local list are free blocks of this slab.
         let next = unsafe { Block::next(b) };
-        if !next.is_null() && !self.holds(next) {
+        // A written link decodes misaligned (as in the thread cache's pop);
+        // HAKMEM_CHECK also requires it to be a handed-out block of this slab.
+        if !plausible_link(next) || (config::check_mode() && !next.is_null() && !self.holds(next)) {
             corrupted(b);
         }
         self.free = next;
