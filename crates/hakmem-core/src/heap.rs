@@ -43,6 +43,9 @@ const FULL_SCAN: usize = 8;
 const ADOPT_VISITS: usize = 8;
 /// Slow-path events between two `collect` passes.
 const COLLECT_EVERY: u32 = 256;
+/// A refill takes a slab's whole local list when it is at most this many
+/// times what the bin wants (see `refill`).
+const TAKE_WHOLE: u32 = 8;
 
 // SAFETY: `next` and `prev` are distinct fields.
 unsafe impl Linked for Slab {
@@ -263,9 +266,12 @@ impl Heap {
         }
     }
 
-    /// One block of `class` for the caller, plus a chain of up to `want` more
-    /// (null-terminated, tagged free) for the thread cache; a slab's whole
-    /// local list is taken at once when it holds at most `2 * want` blocks.
+    /// One block of `class` for the caller, plus a chain of about `want` more
+    /// (null-terminated, tagged free) for the thread cache. A slab's whole
+    /// local list is taken at once when it holds at most `TAKE_WHOLE * want`
+    /// blocks: one step, where popping block by block would wait on a cache
+    /// miss per block (blocks freed by another core); the bin may then hold
+    /// more than its capacity until the thread allocates them.
     /// Returns `(block, chain, chain_len)`; block is null when out of memory.
     fn refill(&mut self, class: usize, want: u32) -> (*mut Block, *mut Block, u32) {
         stats::count(&STATS.refills);
@@ -279,7 +285,7 @@ impl Heap {
             let s = &mut *slab;
             let mut first = s.pop();
             let (mut head, mut n) = (ptr::null_mut(), 0u32);
-            if want > 0 && s.free_count <= 2 * want {
+            if want > 0 && s.free_count <= TAKE_WHOLE * want {
                 (head, n) = s.take_local_list();
             }
             let mut carved = false;
@@ -294,7 +300,7 @@ impl Heap {
                     if first.is_null() {
                         first = s.pop();
                     }
-                    if n == 0 && s.free_count <= 2 * want {
+                    if n == 0 && s.free_count <= TAKE_WHOLE * want {
                         (head, n) = s.take_local_list();
                         continue;
                     }
