@@ -46,6 +46,8 @@ const COLLECT_EVERY: u32 = 256;
 /// A refill takes a slab's whole local list when it is at most this many
 /// times what the bin wants (see `refill`).
 const TAKE_WHOLE: u32 = 8;
+/// A heap's first refill of a class takes this many blocks (see `batch`).
+const FIRST_BATCH: u32 = 4;
 
 // SAFETY: `next` and `prev` are distinct fields.
 unsafe impl Linked for Slab {
@@ -87,6 +89,11 @@ pub struct Heap {
     /// The purge epoch at which this heap last aged its segments.
     epoch: u64,
     ticks: u32,
+    /// Per class, how many blocks the next refill carves or takes: it
+    /// starts small and doubles up to half the bin's capacity, so a thread
+    /// that allocates a few blocks of many classes touches a few blocks
+    /// per class, not a full batch each (slow start).
+    batch: [u16; NUM_CLASSES],
     /// Links in the registry (or the pool's free list), under `HEAPS`.
     next: *mut Heap,
     prev: *mut Heap,
@@ -190,6 +197,7 @@ impl Heap {
             dirty_bytes: 0,
             epoch: 0,
             ticks: 0,
+            batch: [0; NUM_CLASSES],
             next: ptr::null_mut(),
             prev: ptr::null_mut(),
         }
@@ -225,7 +233,9 @@ impl Heap {
     /// The caller holds the lock.
     pub fn alloc_slow(&mut self, class: usize) -> *mut Block {
         self.active_epoch.store(segment::current_epoch(), Ordering::Relaxed);
-        let want = self.cache.bins[class].cap.div_ceil(2);
+        let full = self.cache.bins[class].cap.div_ceil(2);
+        let want = (self.batch[class] as u32).clamp(FIRST_BATCH.min(full), full);
+        self.batch[class] = (want * 2).min(full).min(u16::MAX as u32) as u16;
         let (b, chain, n) = self.refill(class, want);
         if b.is_null() {
             return b;
