@@ -278,10 +278,11 @@ impl Heap {
 
     /// One block of `class` for the caller, plus a chain of about `want` more
     /// (null-terminated, tagged free) for the thread cache. A slab's whole
-    /// local list is taken at once when it holds at most `TAKE_WHOLE * want`
-    /// blocks: one step, where popping block by block would wait on a cache
-    /// miss per block (blocks freed by another core); the bin may then hold
-    /// more than its capacity until the thread allocates them.
+    /// local list is taken at once when it holds at most `2 * want` blocks,
+    /// or `TAKE_WHOLE * want` when it is made of blocks other threads freed
+    /// (`Slab::cold`): one step, where popping them one by one would wait on
+    /// a cache miss per block. The bin may then hold more than its capacity
+    /// until the thread allocates them (a producer thread does).
     /// Returns `(block, chain, chain_len)`; block is null when out of memory.
     fn refill(&mut self, class: usize, want: u32) -> (*mut Block, *mut Block, u32) {
         stats::count(&STATS.refills);
@@ -295,7 +296,8 @@ impl Heap {
             let s = &mut *slab;
             let mut first = s.pop();
             let (mut head, mut n) = (ptr::null_mut(), 0u32);
-            if want > 0 && s.free_count <= TAKE_WHOLE * want {
+            let whole = |s: &Slab| if s.cold { TAKE_WHOLE * want } else { 2 * want };
+            if want > 0 && s.free_count <= whole(s) {
                 (head, n) = s.take_local_list();
             }
             let mut carved = false;
@@ -310,7 +312,7 @@ impl Heap {
                     if first.is_null() {
                         first = s.pop();
                     }
-                    if n == 0 && s.free_count <= TAKE_WHOLE * want {
+                    if n == 0 && s.free_count <= whole(s) {
                         (head, n) = s.take_local_list();
                         continue;
                     }

@@ -175,6 +175,9 @@ pub struct Slab {
     pub class: u8,
     pub pages: u8,
     pub list: SlabList,
+    /// The local list holds only blocks other threads freed (taken from
+    /// `remote` onto an empty list): cold in this core's cache.
+    pub cold: bool,
     /// Links of the owning heap's per-class list.
     pub next: *mut Slab,
     pub prev: *mut Slab,
@@ -208,6 +211,7 @@ impl Slab {
         self.class = class as u8;
         self.pages = SLAB_PAGES[class];
         self.list = SlabList::None;
+        self.cold = false;
         self.next = ptr::null_mut();
         self.prev = ptr::null_mut();
         debug_assert!(self.remote.is_empty());
@@ -300,11 +304,13 @@ impl Slab {
         self.free = b;
         self.free_count += 1;
         self.used -= 1;
+        self.cold = false;
     }
 
     /// Take the whole local list at once (owner only): its head and length.
     pub fn take_local_list(&mut self) -> (*mut Block, u32) {
         let r = (self.free, self.free_count);
+        self.cold = false;
         self.used += self.free_count;
         self.free = ptr::null_mut();
         self.free_count = 0;
@@ -320,6 +326,7 @@ impl Slab {
             return 0;
         }
         let n = n as u32;
+        self.cold = self.free.is_null();
         if !self.free.is_null() {
             let mut tail = chain;
             // SAFETY: take_all gave us the whole chain; its blocks belong to
