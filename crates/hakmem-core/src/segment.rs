@@ -231,12 +231,19 @@ impl Segment {
         Some(&mut self.slabs[info.first_page()])
     }
 
-    /// Find `n` contiguous free pages; returns the first.
+    /// Find `n` contiguous free pages, preferring pages still backed by
+    /// memory (reusing them costs no page fault, and leaves the purged ones
+    /// purged); returns the first.
     fn find_run(&self, n: usize) -> Option<usize> {
-        let mut m = self.free_pages;
-        for j in 1..n {
-            m &= self.free_pages >> j;
-        }
+        let runs = |pages: u64| {
+            let mut m = pages;
+            for j in 1..n {
+                m &= pages >> j;
+            }
+            m
+        };
+        let dirty = runs(self.free_pages & self.dirty_pages);
+        let m = if dirty != 0 { dirty } else { runs(self.free_pages) };
         (m != 0).then(|| m.trailing_zeros() as usize)
     }
 
