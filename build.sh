@@ -7,6 +7,8 @@
 #                              mi (mimalloc), je (jemalloc) or tc (tcmalloc-minimal)
 #   ./build.sh all             every benchmark (bench-c/*.c) x every allocator
 #   ./build.sh tests           every tests/test_*.c as _hakmem and _system
+#   ./build.sh peers           mimalloc 3, mimalloc 2 and snmalloc built from crate-registry
+#                              sources into target/peers/*.so (scripts/peers.sh), for LD_PRELOAD
 #
 # Peer allocators come from Debian packages; a missing one is installed with apt-get.
 set -euo pipefail
@@ -94,6 +96,7 @@ for t in "$@"; do
     all)   for b in $(benches); do for a in hakmem system mi je tc; do build_prog "${b}_$a"; done; done ;;
     tests) for b in $(tests); do for a in hakmem system; do build_prog "${b}_$a"; done; done ;;
     lib)   build_lib ;;
+    peers) scripts/peers.sh ;;
     *)     build_prog "$t" ;;
   esac
 done
