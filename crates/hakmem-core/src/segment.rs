@@ -50,6 +50,10 @@ const _: () = assert!(core::mem::size_of::<Segment>() <= SLAB_PAGE);
 /// Free segments kept mapped for reuse.
 const SEGMENT_CACHE_MAX: usize = 8;
 
+/// An abandoned segment that holds more free memory than this after it is
+/// drained gives it back to the OS at once (`reclaim_abandoned`).
+const DRAINED_DIRTY_MAX: usize = 1 << 20;
+
 /// Who owns a segment: a heap, seen from this layer only as an identity.
 pub enum Owner {}
 
@@ -700,6 +704,12 @@ pub fn reclaim_abandoned(max: usize, adopter: *mut Owner, purge: Purge) -> Recla
         // SAFETY: claimed: this thread is the owner until it lets go.
         let s = unsafe { &mut *seg };
         s.drain();
+        if s.dirty_bytes() > DRAINED_DIRTY_MAX {
+            // Free memory of an owner that is gone: kept resident, it would
+            // wait for the decay while new owners' slabs of other classes
+            // touch other parts of the same pages.
+            s.purge();
+        }
         if s.live_slabs == 0 {
             // SAFETY: empty, on no list.
             out.released += unsafe { release(seg) };
