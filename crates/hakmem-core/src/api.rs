@@ -8,7 +8,7 @@
 //!   size <= 256 KiB: class_of -> same
 //!   larger: large::alloc
 //! free(p)
-//!   page_map::is_segment(p) -> slab_class(p) -> tag check -> thread::push
+//!   page_map::is_segment(p) -> Segment::carved_class(p) -> tag check -> thread::push
 //!                                                  -> (full) free_slow
 //!   otherwise free_other: classify -> large::free | foreign::free | diagnostic
 //! ```
@@ -20,32 +20,12 @@ use crate::guest;
 use crate::large;
 use crate::misuse::{self, Misuse};
 use crate::os::{self, PAGE};
-use crate::page_map::{self, Entry, CHUNK_MASK};
+use crate::page_map::{self, Entry};
 use crate::segment::Segment;
-use crate::size_class::{
-    class_for_aligned, class_of, is_stride_multiple, tiny_class, MID_MAX, SLAB_PAGE_SHIFT, STRIDE, TINY_MAX,
-};
+use crate::size_class::{class_for_aligned, class_of, tiny_class, MID_MAX, STRIDE, TINY_MAX};
 use crate::slab::Block;
 use crate::stats;
 use crate::thread;
-
-/// The class of `p`, a pointer inside a segment, if it is exactly the start
-/// of a block its slab has handed out (below the slab's carve point). Reads
-/// only hakmem's segment header.
-#[inline(always)]
-fn slab_class(p: usize) -> Option<usize> {
-    // SAFETY: the page map says this chunk is a segment, so its header is
-    // mapped; page-table entries are atomics.
-    let info = unsafe { (*Segment::of(p)).info_at(p) };
-    let class = info.class();
-    let base = (p & !CHUNK_MASK) + (info.first_page() << SLAB_PAGE_SHIFT);
-    let off = p - base;
-    // No slab (class 0) has a carve point of 0: nothing matches.
-    if off >= info.carved_bytes() || !is_stride_multiple(class, off) {
-        return None;
-    }
-    Some(class)
-}
 
 /// What a pointer passed to the allocator is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -75,7 +55,7 @@ pub(crate) fn classify(p: *mut u8) -> Kind {
     let a = p as usize;
     match page_map::lookup(a) {
         Entry::Foreign => Kind::Foreign,
-        Entry::Segment => match slab_class(a) {
+        Entry::Segment => match Segment::carved_class(a) {
             Some(class) => Kind::Small { class },
             // SAFETY: the page map says this chunk is a segment: its header
             // is mapped.
@@ -164,7 +144,7 @@ pub unsafe fn free(p: *mut u8) {
         // SAFETY: forwarded.
         return unsafe { free_other(p) };
     }
-    let Some(class) = slab_class(a) else {
+    let Some(class) = Segment::carved_class(a) else {
         // SAFETY: forwarded.
         return unsafe { free_other(p) };
     };

@@ -31,7 +31,7 @@ use crate::misuse::{self, Misuse};
 use crate::os;
 use crate::page_map;
 use crate::segment::{self, Owner, Purge, Segment, PAGES};
-use crate::size_class::{is_stride_multiple, NUM_CLASSES, STRIDE};
+use crate::size_class::{NUM_CLASSES, STRIDE};
 use crate::slab::{corrupted, Block, Slab, SlabList};
 use crate::stats::{self, STATS};
 use crate::sync::{Lock, RawLock};
@@ -144,18 +144,8 @@ unsafe fn free_remote_chain(first: *mut Block, last: *mut Block, n: usize, slab:
 /// before it reads `p`.
 fn is_free_block_of(p: *mut Block, class: usize) -> bool {
     let a = p as usize;
-    if !page_map::is_segment(a) {
-        return false;
-    }
-    // SAFETY: a segment chunk: its header is mapped.
-    let info = unsafe { (*Segment::of(a)).info_at(a) };
-    if info.class() != class {
-        return false;
-    }
-    let base = (a & !page_map::CHUNK_MASK) + (info.first_page() << crate::size_class::SLAB_PAGE_SHIFT);
-    let off = a - base;
-    // SAFETY: a carved block start: 16 readable bytes.
-    off < info.carved_bytes() && is_stride_multiple(class, off) && unsafe { Block::is_free(p) }
+    // SAFETY: a carved block start has 16 readable bytes.
+    page_map::is_segment(a) && Segment::carved_class(a) == Some(class) && unsafe { Block::is_free(p) }
 }
 
 /// HAKMEM_CHECK=1: the byte freed blocks are filled with past their two
@@ -294,12 +284,9 @@ impl Heap {
         // SAFETY: the heap owns `slab`; we hold the heap's lock.
         unsafe {
             let s = &mut *slab;
-            let mut first = s.pop();
-            let (mut head, mut n) = (ptr::null_mut(), 0u32);
+            let (mut first, mut head, mut n): (*mut Block, *mut Block, u32) =
+                (ptr::null_mut(), ptr::null_mut(), 0);
             let whole = |s: &Slab| if s.cold { TAKE_WHOLE * want } else { 2 * want };
-            if want > 0 && s.free_count <= whole(s) {
-                (head, n) = s.take_local_list();
-            }
             let mut carved = false;
             loop {
                 let need = want.saturating_sub(n) + first.is_null() as u32;

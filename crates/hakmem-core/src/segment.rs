@@ -38,7 +38,9 @@ use crate::config;
 use crate::list::{Linked, Queue};
 use crate::os;
 use crate::page_map::{self, Entry, CHUNK, CHUNK_MASK};
-use crate::size_class::{CLASS_MASK, MAX_SLAB_BYTES, NUM_CLASSES, SLAB_PAGE, SLAB_PAGES, SLAB_PAGE_SHIFT};
+use crate::size_class::{
+    is_stride_multiple, CLASS_MASK, MAX_SLAB_BYTES, NUM_CLASSES, SLAB_PAGE, SLAB_PAGES, SLAB_PAGE_SHIFT,
+};
 use crate::slab::Slab;
 use crate::stats::{self, STATS};
 use crate::sync::Lock;
@@ -186,6 +188,24 @@ impl Segment {
     #[inline(always)]
     pub fn info_at(&self, p: usize) -> PageInfo {
         PageInfo(self.page_info[Self::page_index(p)].load(Ordering::Relaxed))
+    }
+
+    /// The class of `p`, an address in a segment chunk, if it is exactly
+    /// the start of a block its slab has handed out (below the slab's carve
+    /// point). Reads only the segment's page table. The test `free` makes.
+    #[inline(always)]
+    pub fn carved_class(p: usize) -> Option<usize> {
+        // SAFETY: the caller found `p`'s chunk to be a segment, so its
+        // header is mapped; page-table entries are atomics.
+        let info = unsafe { (*Segment::of(p)).info_at(p) };
+        let class = info.class();
+        let base = (p & !CHUNK_MASK) + (info.first_page() << SLAB_PAGE_SHIFT);
+        let off = p - base;
+        // No slab (class 0) has a carve point of 0: nothing matches.
+        if off >= info.carved_bytes() || !is_stride_multiple(class, off) {
+            return None;
+        }
+        Some(class)
     }
 
     /// Is `p` (an address in this segment's chunk) in its mapped part? An
