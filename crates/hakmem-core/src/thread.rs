@@ -4,8 +4,9 @@
 //! A thread-local word (initial-exec TLS, declared in assembly: one
 //! `%fs`-relative load, where Rust's `thread_local!` in a `cdylib` would call
 //! `__tls_get_addr`) points at the thread's heap. A new thread starts out
-//! pointing at `EMPTY`, a heap whose bins are empty with capacity 0 and that
-//! is never written, so the fast paths have no "initialised?" test: the
+//! pointing at `hakmem_empty_heap`, whose bins are empty with capacity 0
+//! and which is never written, so the fast paths have no "initialised?"
+//! test: the
 //! first malloc and free fall to the slow path, which gives the thread a
 //! heap of its own.
 //!
