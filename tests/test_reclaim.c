@@ -472,6 +472,24 @@ static int skip_decay_on_glibc(const char *name)
     return 1;
 }
 
+/* The end of a decay case, everything freed: churn lightly until RSS falls below 25% of
+ * the peak (at most DECAY_SECS), print the figures and check them.  `what` says which
+ * memory failed to come back. */
+static void check_decay(const char *name, size_t base, size_t peak, size_t allocated, const char *what)
+{
+    size_t after_free = rss_now();
+    size_t bound = peak / 4;
+    double took;
+    size_t fin = churn_until(bound, DECAY_SECS, &took);
+    printf("case %s: start %zu KB, peak %zu KB, after free %zu KB, after %.2f s of churn %zu KB (bound %zu KB "
+           "= 25%% of peak within %.1f s)\n",
+           name, KB(base), KB(peak), KB(after_free), took, KB(fin), KB(bound), DECAY_SECS);
+    CHECK(peak >= base + allocated / 2, "%s: peak RSS %zu KB, want >= %zu KB", name, KB(peak),
+          KB(base + allocated / 2));
+    CHECK(fin < bound, "%s: RSS still %zu KB after %.1f s of churn, want < %zu KB (25%% of the peak %zu KB): %s",
+          name, KB(fin), took, KB(bound), KB(peak), what);
+}
+
 static void case_idle_owner_decay(void)
 {
     if (skip_decay_on_glibc("idle-owner-decay")) return;
@@ -482,18 +500,8 @@ static void case_idle_owner_decay(void)
     size_t peak = rss_now();
     bag_shuffle(&o.bag, 2);
     bag_free(&o.bag);
-    size_t after_free = rss_now();
-    size_t bound = peak / 4;
-    double took;
-    size_t fin = churn_until(bound, DECAY_SECS, &took);
-    printf("case idle-owner-decay: start %zu KB, peak %zu KB, after free %zu KB, after %.2f s of churn "
-           "%zu KB (bound %zu KB = 25%% of peak within %.1f s)\n",
-           KB(base), KB(peak), KB(after_free), took, KB(fin), KB(bound), DECAY_SECS);
-    CHECK(peak >= base + IDLE_BYTES / 2, "idle-owner-decay: peak RSS %zu KB, want >= %zu KB", KB(peak),
-          KB(base + IDLE_BYTES / 2));
-    CHECK(fin < bound, "idle-owner-decay: RSS still %zu KB after %.1f s of churn, want < %zu KB (25%% of the "
-          "peak %zu KB): memory freed into an idle thread's slabs does not decay back to the OS",
-          KB(fin), took, KB(bound), KB(peak));
+    check_decay("idle-owner-decay", base, peak, IDLE_BYTES,
+                "memory freed into an idle thread's slabs does not decay back to the OS");
     idle_owner_stop(t, pipes);
 }
 
@@ -508,18 +516,8 @@ static void case_abandoned_decay(void)
         bag_shuffle(&o[i].bag, 3 + (uint64_t)i);
         bag_free(&o[i].bag);
     }
-    size_t after_free = rss_now();
-    size_t bound = peak / 4;
-    double took;
-    size_t fin = churn_until(bound, DECAY_SECS, &took);
-    printf("case abandoned-decay: 2 workers, start %zu KB, peak %zu KB, after free %zu KB, after %.2f s "
-           "of churn %zu KB (bound %zu KB = 25%% of peak within %.1f s)\n",
-           KB(base), KB(peak), KB(after_free), took, KB(fin), KB(bound), DECAY_SECS);
-    CHECK(peak >= base + BIG_BYTES / 2, "abandoned-decay: peak RSS %zu KB, want >= %zu KB", KB(peak),
-          KB(base + BIG_BYTES / 2));
-    CHECK(fin < bound, "abandoned-decay: RSS still %zu KB after %.1f s of churn, want < %zu KB (25%% of the "
-          "peak %zu KB): segments of exited threads are not drained without malloc_trim",
-          KB(fin), took, KB(bound), KB(peak));
+    check_decay("abandoned-decay", base, peak, BIG_BYTES,
+                "segments of exited threads are not drained without malloc_trim");
 }
 
 /* ------------------------------------------------------------------------- */
