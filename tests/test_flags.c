@@ -122,7 +122,7 @@ static void check_verbose(void)
     const char *set[] = { "HAKMEM_VERBOSE=1", "HAKMEM_TCACHE_TINY=77", NULL };
     static const char *flags[] = { "HAKMEM_TCACHE_TINY", "HAKMEM_TCACHE_MID", "HAKMEM_LARGE_CACHE_MB",
                                    "HAKMEM_PURGE_KB", "HAKMEM_PURGE_DELAY_MS", "HAKMEM_STATS", "HAKMEM_VERBOSE",
-                                   "HAKMEM_ABORT_ON_ERROR" };
+                                   "HAKMEM_ABORT_ON_ERROR", "HAKMEM_CHECK", "HAKMEM_STATS_FILE" };
     spawn_noop(set, &r);
     if (!exited_ok(&r)) { report("want exit status 0", set, &r); return; }
     const char *marker = strstr(r.err, END_MARKER);
@@ -183,6 +183,8 @@ int main(int argc, char **argv)
     check_bad("HAKMEM_PURGE_DELAY_MS", "60001", "100");
     check_bad("HAKMEM_VERBOSE", "2", "0");
     check_bad("HAKMEM_STATS", "yes", "0");
+    check_bad("HAKMEM_STATS", "2", "0");
+    check_bad("HAKMEM_STATS", "JSON", "0");
     check_bad("HAKMEM_ABORT_ON_ERROR", "on", "0");
 
     check_good("HAKMEM_TCACHE_TINY=0");
@@ -197,6 +199,7 @@ int main(int argc, char **argv)
     check_good("HAKMEM_PURGE_DELAY_MS=60000");
     check_good("HAKMEM_VERBOSE=0");
     check_good("HAKMEM_STATS=0");
+    check_good("HAKMEM_STATS=json");
     check_good("HAKMEM_ABORT_ON_ERROR=1");
 
     check_verbose();

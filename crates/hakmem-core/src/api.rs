@@ -14,13 +14,16 @@
 //! ```
 
 use core::ptr;
+use core::sync::atomic::Ordering;
 
+use crate::config;
 use crate::foreign;
 use crate::guest;
 use crate::large;
 use crate::misuse::{self, Misuse};
 use crate::os::{self, PAGE};
 use crate::page_map::{self, Entry};
+use crate::report;
 use crate::segment::Segment;
 use crate::size_class::{class_for_aligned, class_of, tiny_class, MID_MAX, STRIDE, TINY_MAX};
 use crate::slab::Block;
@@ -78,22 +81,25 @@ pub(crate) fn classify(p: *mut u8) -> Kind {
     }
 }
 
+/// A block of `class` for a request of `size` bytes.
 #[inline(always)]
-fn alloc_class(class: usize) -> *mut u8 {
+fn alloc_class(class: usize, size: usize) -> *mut u8 {
     let b = thread::pop(class);
     if !b.is_null() {
         return b as *mut u8;
     }
-    alloc_class_slow(class)
+    alloc_class_slow(size, class)
 }
 
+/// (`size` first: it arrives in the first argument register and stays
+/// there, so the fast path spends no move on it.)
 #[cold]
 #[inline(never)]
-fn alloc_class_slow(class: usize) -> *mut u8 {
+fn alloc_class_slow(size: usize, class: usize) -> *mut u8 {
     if guest::active() {
         return guest::malloc(STRIDE[class] as usize);
     }
-    let p = thread::alloc_slow(class);
+    let p = thread::alloc_slow(class, size);
     if p.is_null() {
         os::set_errno(libc::ENOMEM);
     }
@@ -114,6 +120,8 @@ fn large_alloc(size: usize, align: usize) -> (*mut u8, bool) {
     }
     if r.0.is_null() {
         os::set_errno(libc::ENOMEM);
+    } else if config::stats_enabled() {
+        stats::FOLDED.requested.fetch_add(size as u64, Ordering::Relaxed);
     }
     r
 }
@@ -121,7 +129,7 @@ fn large_alloc(size: usize, align: usize) -> (*mut u8, bool) {
 #[inline(always)]
 pub fn malloc(size: usize) -> *mut u8 {
     if size <= TINY_MAX {
-        return alloc_class(tiny_class(size));
+        return alloc_class(tiny_class(size), size);
     }
     malloc_big(size)
 }
@@ -129,7 +137,7 @@ pub fn malloc(size: usize) -> *mut u8 {
 #[inline(never)]
 fn malloc_big(size: usize) -> *mut u8 {
     if size <= MID_MAX {
-        return alloc_class(class_of(size));
+        return alloc_class(class_of(size), size);
     }
     large_alloc(size, 1).0
 }
@@ -298,7 +306,7 @@ fn aligned(align: usize, size: usize) -> *mut u8 {
         return guest::aligned(align, size);
     }
     match class_for_aligned(size, align) {
-        Some(class) => alloc_class(class),
+        Some(class) => alloc_class(class, size),
         None => large_alloc(size, align).0,
     }
 }
@@ -387,11 +395,165 @@ pub fn malloc_trim(pad: usize) -> i32 {
     (thread::release_everything() > 0) as i32
 }
 
-/// `malloc_stats`: hakmem's report on stderr (the process allocator's in
-/// guest mode).
+/// `malloc_stats`: hakmem's report (to stderr, or HAKMEM_STATS_FILE); the
+/// process allocator's in guest mode.
 pub fn malloc_stats() {
     if guest::active() {
         return guest::malloc_stats();
     }
-    stats::print();
+    report::print();
+}
+
+/// C23 `free_sized`: `free`, and under HAKMEM_CHECK=1 a check that `size`
+/// fits the block.
+///
+/// # Safety
+/// As for [`free`].
+pub unsafe fn free_sized(p: *mut u8, size: usize) {
+    if config::check_mode() && !guest::active() {
+        check_size("free_sized", p, size, 1);
+    }
+    // SAFETY: forwarded.
+    unsafe { free(p) }
+}
+
+/// C23 `free_aligned_sized`: as [`free_sized`], and the block must be
+/// aligned to `align`.
+///
+/// # Safety
+/// As for [`free`].
+pub unsafe fn free_aligned_sized(p: *mut u8, align: usize, size: usize) {
+    if config::check_mode() && !guest::active() {
+        check_size("free_aligned_sized", p, size, align);
+    }
+    // SAFETY: forwarded.
+    unsafe { free(p) }
+}
+
+/// HAKMEM_CHECK=1: could `p` be a block of `size` bytes aligned to `align`?
+/// A block that cannot be is reported (the free goes ahead: its own checks
+/// deal with pointers that are not blocks).
+fn check_size(func: &str, p: *mut u8, size: usize, align: usize) {
+    let usable = match classify(p) {
+        Kind::Small { class } => STRIDE[class] as usize,
+        Kind::Large { pages } => large::usable_size(pages),
+        _ => return,
+    };
+    if size > usable || !align.is_power_of_two() || p as usize % align != 0 {
+        misuse::report(func, Misuse::SizeMismatch { size, usable }, p);
+    }
+}
+
+pub use crate::report::MallInfo2;
+
+/// glibc's `struct mallinfo` (int fields).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MallInfo {
+    pub arena: i32,
+    pub ordblks: i32,
+    pub smblks: i32,
+    pub hblks: i32,
+    pub hblkhd: i32,
+    pub usmblks: i32,
+    pub fsmblks: i32,
+    pub uordblks: i32,
+    pub fordblks: i32,
+    pub keepcost: i32,
+}
+
+/// `mallinfo2`: hakmem's figures (see [`report::mallinfo2`] for the fields).
+pub fn mallinfo2() -> MallInfo2 {
+    if guest::active() {
+        return MallInfo2::default();
+    }
+    report::mallinfo2()
+}
+
+/// `mallinfo`: [`mallinfo2`] with each field saturated to `int`.
+pub fn mallinfo() -> MallInfo {
+    let m = mallinfo2();
+    let sat = |v: usize| v.min(i32::MAX as usize) as i32;
+    MallInfo {
+        arena: sat(m.arena),
+        ordblks: sat(m.ordblks),
+        smblks: sat(m.smblks),
+        hblks: sat(m.hblks),
+        hblkhd: sat(m.hblkhd),
+        usmblks: sat(m.usmblks),
+        fsmblks: sat(m.fsmblks),
+        uordblks: sat(m.uordblks),
+        fordblks: sat(m.fordblks),
+        keepcost: sat(m.keepcost),
+    }
+}
+
+/// `malloc_info(options, stream)`: the XML report; options must be 0
+/// (EINVAL and -1 otherwise, as glibc).
+///
+/// # Safety
+/// `stream` is a valid `FILE*` open for writing.
+pub unsafe fn malloc_info(options: i32, stream: *mut libc::FILE) -> i32 {
+    if options != 0 {
+        os::set_errno(libc::EINVAL);
+        return -1;
+    }
+    let mut buf = report::StackText::new();
+    if report::malloc_info_xml(&mut buf).is_err() {
+        return -1;
+    }
+    // SAFETY: per contract.
+    if unsafe { os::write_stream(stream, buf.as_bytes()) } {
+        0
+    } else {
+        -1
+    }
+}
+
+// glibc's mallopt parameters.
+const M_TRIM_THRESHOLD: i32 = -1;
+const M_MMAP_THRESHOLD: i32 = -3;
+const M_MMAP_MAX: i32 = -4;
+const M_CHECK_ACTION: i32 = -5;
+const M_ARENA_TEST: i32 = -7;
+const M_ARENA_MAX: i32 = -8;
+
+/// `mallopt(param, value)`: glibc's parameters mapped to the nearest hakmem
+/// setting; 1 when taken, 0 when hakmem cannot honour it.
+/// - M_TRIM_THRESHOLD: free memory kept before purging (HAKMEM_PURGE_KB).
+/// - M_MMAP_THRESHOLD: at most 256 KiB: large blocks are unmapped when
+///   freed, as glibc's mmapped chunks are (HAKMEM_LARGE_CACHE_MB=0); above,
+///   they are kept for reuse (the cache stays as configured). Blocks over
+///   256 KiB are always mappings of their own.
+/// - M_MMAP_MAX: taken unless 0 (hakmem cannot stop mapping large blocks).
+/// - M_ARENA_MAX, M_ARENA_TEST: taken; hakmem has a heap per thread and
+///   gives back what idle and exited threads hold, so there is no arena
+///   count to bound.
+/// - M_CHECK_ACTION: bit 2 (abort) sets HAKMEM_ABORT_ON_ERROR.
+/// - anything else (M_MXFAST, M_TOP_PAD, M_PERTURB, ...): 0.
+pub fn mallopt(param: i32, value: i32) -> i32 {
+    if guest::active() {
+        return guest::mallopt(param, value);
+    }
+    config::ensure_read();
+    let taken = match param {
+        M_TRIM_THRESHOLD if value >= 0 => {
+            config::set(config::PURGE_KB, (value as usize / 1024).min(config::FLAGS[config::PURGE_KB].max));
+            true
+        }
+        M_MMAP_THRESHOLD if value >= 0 => {
+            if value as usize <= MID_MAX {
+                config::set(config::LARGE_CACHE_MB, 0);
+            }
+            true
+        }
+        M_MMAP_MAX => value != 0,
+        M_ARENA_MAX | M_ARENA_TEST => value >= 0,
+        M_CHECK_ACTION => {
+            config::set(config::ABORT_ON_ERROR, (value & 2 != 0) as usize);
+            true
+        }
+        _ => false,
+    };
+    taken as i32
 }

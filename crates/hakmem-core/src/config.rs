@@ -12,6 +12,9 @@
 
 use core::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 
+/// Longest HAKMEM_STATS_FILE accepted, in bytes.
+pub const PATH_MAX: usize = 512;
+
 use crate::diag;
 use crate::os;
 
@@ -20,6 +23,10 @@ pub struct Flag {
     pub name: &'static str,
     pub default: usize,
     pub max: usize,
+    /// Words accepted besides the numbers, each standing for a number.
+    pub words: &'static [(&'static str, usize)],
+    /// A file path, not a number (its value reads as 1 when set).
+    pub path: bool,
     pub unit: &'static str,
     pub meaning: &'static str,
 }
@@ -39,13 +46,20 @@ pub const STATS: usize = 5;
 pub const VERBOSE: usize = 6;
 pub const ABORT_ON_ERROR: usize = 7;
 pub const CHECK: usize = 8;
+pub const STATS_FILE: usize = 9;
+
+/// HAKMEM_STATS values.
+pub const STATS_TEXT: usize = 1;
+pub const STATS_JSON: usize = 2;
 
 /// Every flag hakmem reads. docs/ENV.md documents the same rows.
-pub static FLAGS: [Flag; 9] = [
+pub static FLAGS: [Flag; 10] = [
     Flag {
         name: "HAKMEM_TCACHE_TINY\0",
         default: 128,
         max: 65535,
+        words: &[],
+        path: false,
         unit: "blocks",
         meaning: "thread-cache capacity of each tiny class (blocks <= 1 KiB)",
     },
@@ -53,6 +67,8 @@ pub static FLAGS: [Flag; 9] = [
         name: "HAKMEM_TCACHE_MID\0",
         default: 16,
         max: 65535,
+        words: &[],
+        path: false,
         unit: "blocks",
         meaning:
             "thread-cache capacity of each mid class (1 KiB < blocks <= 256 KiB), at most 64 KiB of blocks per class",
@@ -61,6 +77,8 @@ pub static FLAGS: [Flag; 9] = [
         name: "HAKMEM_LARGE_CACHE_MB\0",
         default: 64,
         max: 65536,
+        words: &[],
+        path: false,
         unit: "MiB",
         meaning: "freed large blocks (> 256 KiB) kept mapped for reuse",
     },
@@ -68,6 +86,8 @@ pub static FLAGS: [Flag; 9] = [
         name: "HAKMEM_PURGE_KB\0",
         default: 32768,
         max: 1 << 20,
+        words: &[],
+        path: false,
         unit: "KiB",
         meaning: "free slab memory a thread keeps at most; past it, memory goes back to the OS at once",
     },
@@ -75,6 +95,8 @@ pub static FLAGS: [Flag; 9] = [
         name: "HAKMEM_PURGE_DELAY_MS\0",
         default: 100,
         max: 60_000,
+        words: &[],
+        path: false,
         unit: "ms",
         meaning: "free slab memory unused for at least this long goes back to the OS",
     },
@@ -82,13 +104,17 @@ pub static FLAGS: [Flag; 9] = [
         name: "HAKMEM_STATS\0",
         default: 0,
         max: 1,
-        unit: "0|1",
-        meaning: "print statistics to stderr at exit",
+        words: &[("json", STATS_JSON)],
+        path: false,
+        unit: "0|1|json",
+        meaning: "count every call and print a statistics report at exit (1: text, json: one JSON object)",
     },
     Flag {
         name: "HAKMEM_VERBOSE\0",
         default: 0,
         max: 1,
+        words: &[],
+        path: false,
         unit: "0|1",
         meaning: "print this table to stderr at start",
     },
@@ -96,6 +122,8 @@ pub static FLAGS: [Flag; 9] = [
         name: "HAKMEM_ABORT_ON_ERROR\0",
         default: 0,
         max: 1,
+        words: &[],
+        path: false,
         unit: "0|1",
         meaning: "abort() after reporting an invalid or double free",
     },
@@ -103,12 +131,23 @@ pub static FLAGS: [Flag; 9] = [
         name: "HAKMEM_CHECK\0",
         default: 0,
         max: 1,
+        words: &[],
+        path: false,
         unit: "0|1",
         meaning: "thorough checks for debugging: no thread cache, every free and free list verified, freed blocks filled and verified on reuse",
     },
+    Flag {
+        name: "HAKMEM_STATS_FILE\0",
+        default: 0,
+        max: 1,
+        words: &[],
+        path: true,
+        unit: "path",
+        meaning: "write the statistics report to this file instead of stderr (%p: the process id)",
+    },
 ];
 
-static VALUES: [AtomicUsize; 9] = [
+static VALUES: [AtomicUsize; 10] = [
     AtomicUsize::new(128),
     AtomicUsize::new(16),
     AtomicUsize::new(64),
@@ -118,7 +157,12 @@ static VALUES: [AtomicUsize; 9] = [
     AtomicUsize::new(0),
     AtomicUsize::new(0),
     AtomicUsize::new(0),
+    AtomicUsize::new(0),
 ];
+
+/// The HAKMEM_STATS_FILE value, NUL-terminated (written once, by the reader
+/// of the table).
+static PATH: [AtomicU8; PATH_MAX + 1] = [const { AtomicU8::new(0) }; PATH_MAX + 1];
 
 const UNREAD: u8 = 0;
 const READING: u8 = 1;
@@ -203,6 +247,12 @@ fn read_flag(flag: &Flag) -> usize {
     let Some(raw) = os::getenv(flag.name.as_bytes()) else {
         return flag.default;
     };
+    if flag.path {
+        return keep_path(flag, raw);
+    }
+    if let Some(&(_, v)) = flag.words.iter().find(|(w, _)| w.as_bytes() == raw) {
+        return v;
+    }
     match parse(raw, flag.max) {
         Ok(v) => v,
         Err(why) => {
@@ -211,28 +261,91 @@ fn read_flag(flag: &Flag) -> usize {
                 BadValue::NotANumber => "not a decimal number",
                 BadValue::OutOfRange => "out of range",
             };
-            diag::line(format_args!(
-                "{}={}: {} (expected 0..={} {}); using default {}",
-                flag.display_name(),
-                value,
-                reason,
-                flag.max,
-                flag.unit,
-                flag.default
-            ));
+            if flag.words.is_empty() {
+                diag::line(format_args!(
+                    "{}={}: {} (expected 0..={} {}); using default {}",
+                    flag.display_name(),
+                    value,
+                    reason,
+                    flag.max,
+                    flag.unit,
+                    flag.default
+                ));
+            } else {
+                diag::line(format_args!(
+                    "{}={}: not one of {}; using default {}",
+                    flag.display_name(),
+                    value,
+                    flag.unit,
+                    flag.default
+                ));
+            }
             flag.default
         }
     }
+}
+
+/// Keep a path flag's value; 1 if kept, 0 if refused (empty or too long).
+fn keep_path(flag: &Flag, raw: &[u8]) -> usize {
+    if raw.is_empty() || raw.len() > PATH_MAX {
+        diag::line(format_args!(
+            "{}: {} (expected a path of 1..={} bytes); ignored",
+            flag.display_name(),
+            if raw.is_empty() { "empty" } else { "too long" },
+            PATH_MAX
+        ));
+        return 0;
+    }
+    for (i, &b) in raw.iter().enumerate() {
+        PATH[i].store(b, Ordering::Relaxed);
+    }
+    PATH[raw.len()].store(0, Ordering::Relaxed);
+    1
+}
+
+/// HAKMEM_STATS_FILE, NUL-terminated, into `buf`; None when unset.
+pub fn stats_file(buf: &mut [u8; PATH_MAX + 1]) -> Option<&[u8]> {
+    if get(STATS_FILE) == 0 {
+        return None;
+    }
+    let mut n = 0;
+    while n < PATH_MAX {
+        let b = PATH[n].load(Ordering::Relaxed);
+        if b == 0 {
+            break;
+        }
+        buf[n] = b;
+        n += 1;
+    }
+    buf[n] = 0;
+    Some(&buf[..=n])
 }
 
 /// Print the table as read (HAKMEM_VERBOSE=1).
 pub fn print_table() {
     diag::line(format_args!("configuration ({} flags):", FLAGS.len()));
     for (i, flag) in FLAGS.iter().enumerate() {
+        if flag.path {
+            let mut buf = [0u8; PATH_MAX + 1];
+            let value = stats_file(&mut buf).map(|p| &p[..p.len() - 1]).unwrap_or(b"");
+            diag::line(format_args!(
+                "  {}={} (default unset): {}",
+                flag.display_name(),
+                core::str::from_utf8(value).unwrap_or("<not UTF-8>"),
+                flag.meaning
+            ));
+            continue;
+        }
+        let word = flag.words.iter().find(|&&(_, v)| v == get(i)).map(|&(w, _)| w);
+        let mut num = [0u8; 20];
+        let value = match word {
+            Some(w) => w,
+            None => decimal(get(i), &mut num),
+        };
         diag::line(format_args!(
             "  {}={} {} (default {}): {}",
             flag.display_name(),
-            get(i),
+            value,
             flag.unit,
             flag.default,
             flag.meaning
@@ -245,10 +358,15 @@ pub fn get(flag: usize) -> usize {
     VALUES[flag].load(Ordering::Relaxed)
 }
 
-/// Override a flag (tests only: flags are otherwise read-only after start).
+/// Override a flag (tests, and `mallopt`).
+pub fn set(flag: usize, value: usize) {
+    VALUES[flag].store(value, Ordering::Relaxed);
+}
+
+/// Override a flag (tests).
 #[cfg(test)]
 pub fn set_for_test(flag: usize, value: usize) {
-    VALUES[flag].store(value, Ordering::Relaxed);
+    set(flag, value);
 }
 
 /// In a forked child: a read that another thread of the parent had begun
@@ -269,8 +387,29 @@ pub fn purge_limit() -> usize {
     get(PURGE_KB).saturating_mul(1024)
 }
 
+/// HAKMEM_STATS on: counting mode, report at exit.
+#[inline]
 pub fn stats_enabled() -> bool {
     get(STATS) != 0
+}
+
+/// HAKMEM_STATS=json.
+pub fn stats_json() -> bool {
+    get(STATS) == STATS_JSON
+}
+
+/// `n` in decimal, in `buf`.
+fn decimal(mut n: usize, buf: &mut [u8; 20]) -> &str {
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    core::str::from_utf8(&buf[i..]).unwrap_or("?")
 }
 
 pub fn abort_on_error() -> bool {
@@ -302,8 +441,18 @@ mod tests {
                 .find(|r| r.starts_with(&format!("| `{name}` |")))
                 .unwrap_or_else(|| panic!("{name} is read by the code but not documented in docs/ENV.md"));
             let cells: Vec<&str> = row.split('|').map(str::trim).collect();
-            assert_eq!(cells[2], f.default.to_string(), "{name}: default in docs/ENV.md");
-            let range = if f.max == 1 { "0, 1".to_string() } else { format!("0..={}", f.max) };
+            let default = if f.path { "unset".to_string() } else { f.default.to_string() };
+            assert_eq!(cells[2], default, "{name}: default in docs/ENV.md");
+            let mut range = if f.path {
+                "a path".to_string()
+            } else if f.max == 1 {
+                "0, 1".to_string()
+            } else {
+                format!("0..={}", f.max)
+            };
+            for (w, _) in f.words {
+                range += &format!(", {w}");
+            }
             assert_eq!(cells[3], range, "{name}: range in docs/ENV.md");
         }
     }
@@ -344,6 +493,7 @@ mod tests {
         for (i, f) in FLAGS.iter().enumerate() {
             assert!(f.name.starts_with("HAKMEM_") && f.name.ends_with('\0'));
             assert!(f.default <= f.max);
+            assert!(f.words.iter().all(|&(_, v)| v > f.max), "{}: a word shadows a number", f.display_name());
             assert_eq!(VALUES[i].load(Ordering::Relaxed), f.default, "{}", f.display_name());
         }
     }

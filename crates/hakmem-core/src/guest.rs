@@ -29,6 +29,7 @@ struct Table {
     malloc_usable_size: AtomicUsize,
     malloc_trim: AtomicUsize,
     malloc_stats: AtomicUsize,
+    mallopt: AtomicUsize,
 }
 
 static PROCESS: Table = Table {
@@ -39,6 +40,7 @@ static PROCESS: Table = Table {
     malloc_usable_size: AtomicUsize::new(0),
     malloc_trim: AtomicUsize::new(0),
     malloc_stats: AtomicUsize::new(0),
+    mallopt: AtomicUsize::new(0),
 };
 
 /// Is this copy a guest? Relaxed is enough: set by the load-time
@@ -98,6 +100,7 @@ pub fn decide_on_load() -> bool {
     p.malloc_usable_size.store(process_symbol(c"malloc_usable_size"), Ordering::Relaxed);
     p.malloc_trim.store(process_symbol(c"malloc_trim"), Ordering::Relaxed);
     p.malloc_stats.store(process_symbol(c"malloc_stats"), Ordering::Relaxed);
+    p.mallopt.store(process_symbol(c"mallopt"), Ordering::Relaxed);
     ACTIVE.store(true, Ordering::Release);
     let mut name = [0u8; 256];
     let owner = os::object_name(malloc, &mut name).unwrap_or("an unknown object");
@@ -136,6 +139,7 @@ type MemalignFn = unsafe extern "C" fn(*mut *mut libc::c_void, usize, usize) -> 
 type UsableFn = unsafe extern "C" fn(*mut libc::c_void) -> usize;
 type TrimFn = unsafe extern "C" fn(usize) -> i32;
 type StatsFn = unsafe extern "C" fn();
+type MalloptFn = unsafe extern "C" fn(i32, i32) -> i32;
 
 fn get(slot: &AtomicUsize) -> Option<usize> {
     let f = slot.load(Ordering::Relaxed);
@@ -224,4 +228,10 @@ pub fn malloc_stats() {
         // SAFETY: the process's malloc_stats, with the C signature.
         guarded(|| unsafe { core::mem::transmute::<usize, StatsFn>(f)() });
     }
+}
+
+pub fn mallopt(param: i32, value: i32) -> i32 {
+    let Some(f) = get(&PROCESS.mallopt) else { return 0 };
+    // SAFETY: the process's mallopt, with the C signature.
+    guarded(|| unsafe { core::mem::transmute::<usize, MalloptFn>(f)(param, value) }).unwrap_or(0)
 }

@@ -33,7 +33,7 @@ use crate::page_map;
 use crate::segment::{self, Owner, Purge, Segment, PAGES};
 use crate::size_class::{NUM_CLASSES, STRIDE};
 use crate::slab::{corrupted, Block, Slab, SlabList};
-use crate::stats::{self, STATS};
+use crate::stats::{self, HeapCounters, STATS};
 use crate::sync::{Lock, RawLock};
 use crate::thread_cache::ThreadCache;
 
@@ -97,6 +97,8 @@ pub struct Heap {
     /// Links in the registry (or the pool's free list), under `HEAPS`.
     next: *mut Heap,
     prev: *mut Heap,
+    /// Blocks out of slabs (slow paths), calls (counting mode).
+    pub counters: HeapCounters,
 }
 
 // SAFETY: a heap's state is used under its lock (the cache by its owner
@@ -117,11 +119,13 @@ pub unsafe fn slab_of(b: *mut Block) -> *mut Slab {
     }
 }
 
-/// Hand a block to its slab's owner through the slab's remote list.
+/// Hand a block of `class` to its slab's owner through the slab's remote
+/// list (a thread without a heap frees).
 ///
 /// # Safety
-/// `b` is a live block the caller gives up.
-pub unsafe fn free_remote(b: *mut Block) {
+/// `b` is a live block of `class` the caller gives up.
+pub unsafe fn free_remote(b: *mut Block, class: usize) {
+    stats::FOLDED.out[class].fetch_sub(1, Ordering::Relaxed);
     // SAFETY: forwarded contract; every block on a list carries its tag.
     unsafe {
         Block::mark_free(b);
@@ -133,10 +137,12 @@ pub unsafe fn free_remote(b: *mut Block) {
 /// `first ..= last` is a chain of `n` live blocks of `slab`, tagged free,
 /// that the caller gives up.
 unsafe fn free_remote_chain(first: *mut Block, last: *mut Block, n: usize, slab: *mut Slab) {
-    stats::count(&STATS.remote_frees);
     // SAFETY: the slab is live while it has used blocks (these); the remote
     // list accepts pushes from any thread; a slab has at most 4096 blocks.
-    unsafe { (*slab).remote.push_chain(first, last, n) };
+    unsafe {
+        stats::add(&STATS.remote_frees[(*slab).class as usize], n);
+        (*slab).remote.push_chain(first, last, n)
+    };
 }
 
 /// Is `p` a carved, free block of `class` in a live slab? For walking lists
@@ -190,6 +196,7 @@ impl Heap {
             batch: [0; NUM_CLASSES],
             next: ptr::null_mut(),
             prev: ptr::null_mut(),
+            counters: HeapCounters::new(),
         }
     }
 
@@ -230,6 +237,7 @@ impl Heap {
         if b.is_null() {
             return b;
         }
+        self.counters.out[class].add(n as u64 + 1);
         let bin = &mut self.cache.bins[class];
         debug_assert!(bin.head.is_null());
         bin.head = chain;
@@ -258,10 +266,10 @@ impl Heap {
         // SAFETY: the bin's blocks are free blocks we give back; `b` is ours.
         unsafe {
             if n > 0 {
-                self.free_chain(chain, n);
+                self.free_chain(chain, n, class);
             }
             if !self.cache.push(b, class, Block::free_tag(b)) {
-                self.free_block(b);
+                self.free_block(b, class);
             }
         }
     }
@@ -512,15 +520,16 @@ impl Heap {
         self.maybe_purge();
     }
 
-    /// Free a chain of `n` blocks (a thread-cache flush). Blocks of this
-    /// heap's slabs go to their local lists, others to their owners' remote
-    /// lists, consecutive blocks of one slab in one push.
+    /// Free a chain of `n` blocks of `class` (a thread-cache flush). Blocks
+    /// of this heap's slabs go to their local lists, others to their owners'
+    /// remote lists, consecutive blocks of one slab in one push.
     ///
     /// # Safety
-    /// The chain holds `n` live blocks the caller gives up, linked and
-    /// tagged free (as blocks in a thread cache are).
-    pub unsafe fn free_chain(&mut self, mut b: *mut Block, n: u32) {
+    /// The chain holds `n` live blocks of `class` the caller gives up,
+    /// linked and tagged free (as blocks in a thread cache are).
+    pub unsafe fn free_chain(&mut self, mut b: *mut Block, n: u32, class: usize) {
         stats::count(&STATS.flushes);
+        self.counters.out[class].sub(n as u64);
         self.tick();
         let me = self.owner_id();
         // The run of consecutive blocks of one foreign slab: first, last, length, slab.
@@ -553,15 +562,15 @@ impl Heap {
         }
     }
 
-    /// Free one block, wherever it belongs.
+    /// Free one block of `class`, wherever it belongs.
     ///
     /// # Safety
-    /// `b` is a live block the caller gives up.
-    pub unsafe fn free_block(&mut self, b: *mut Block) {
+    /// `b` is a live block of `class` the caller gives up.
+    pub unsafe fn free_block(&mut self, b: *mut Block, class: usize) {
         // SAFETY: forwarded; a one-block chain, tagged like cached blocks.
         unsafe {
             Block::mark_free(b);
-            self.free_chain(b, 1)
+            self.free_chain(b, 1, class)
         }
     }
 
@@ -756,7 +765,7 @@ impl Heap {
             bin.count = 0;
             if n > 0 {
                 // SAFETY: the bin's blocks are free blocks we give back.
-                unsafe { self.free_chain(chain, n) };
+                unsafe { self.free_chain(chain, n, class) };
             }
         }
     }
@@ -779,7 +788,7 @@ impl Heap {
                 // SAFETY: a free block of this class, checked just above.
                 unsafe {
                     let next = Block::next(p);
-                    self.free_chain(p, 1);
+                    self.free_chain(p, 1, class);
                     p = next;
                 }
             }
@@ -915,6 +924,7 @@ pub unsafe fn destroy(h: *mut Heap) {
 unsafe fn destroy_locked(heaps: &mut Heaps, h: *mut Heap) {
     // SAFETY: `h` is registered; the registry is locked.
     unsafe {
+        (*h).counters.fold();
         heaps.live.remove(h);
         (*h).next = heaps.free;
     }

@@ -15,11 +15,12 @@
 //! cached block bigger than the request is cut down to it.
 
 use core::ptr;
+use core::sync::atomic::Ordering;
 
 use crate::config;
 use crate::os::{self, PAGE};
 use crate::page_map::{self, Entry, CHUNK};
-use crate::stats::{self, STATS};
+use crate::stats::LARGE;
 use crate::sync::Lock;
 
 /// Requests above this fail at once: no mapping can hold them.
@@ -75,8 +76,8 @@ pub fn alloc(size: usize, align: usize) -> (*mut u8, bool) {
             // plain mapping.
             unsafe { os::allow_fork_inherit(c.base as *mut u8, bytes) };
             page_map::set(c.base, Entry::LargeHead { pages });
-            stats::count(&STATS.large_cache_hits);
-            stats::count(&STATS.large_allocs);
+            LARGE.cache_hits.fetch_add(1, Ordering::Relaxed);
+            LARGE.allocated(bytes);
             return (c.base as *mut u8, false);
         }
     }
@@ -89,7 +90,10 @@ pub fn alloc(size: usize, align: usize) -> (*mut u8, bool) {
         unsafe { os::unmap(p, bytes) };
         return (ptr::null_mut(), false);
     }
-    stats::count(&STATS.large_allocs);
+    if align <= CHUNK {
+        LARGE.cache_misses.fetch_add(1, Ordering::Relaxed);
+    }
+    LARGE.allocated(bytes);
     (p, true)
 }
 
@@ -104,8 +108,8 @@ pub fn usable_size(pages: usize) -> usize {
 /// # Safety
 /// `p` is a live large block; the caller gives it up.
 pub unsafe fn free(p: *mut u8, pages: usize) {
-    stats::count(&STATS.large_frees);
     let bytes = pages * PAGE;
+    LARGE.freed(bytes);
     let limit = config::get(config::LARGE_CACHE_MB).saturating_mul(1 << 20);
     let mut evicted = [EMPTY; 4];
     let mut n_evicted = 0;
@@ -221,6 +225,7 @@ pub unsafe fn realloc(p: *mut u8, pages: usize, new_size: usize) -> *mut u8 {
             // SAFETY: past the new size, inside the block: no live data.
             unsafe { cut(base, old_bytes, new_bytes) };
         }
+        LARGE.resized(old_bytes, new_bytes);
         return p;
     }
     let (old_chunks, new_chunks) = (chunks_for(old_bytes), chunks_for(new_bytes));
@@ -232,6 +237,8 @@ pub unsafe fn realloc(p: *mut u8, pages: usize, new_size: usize) -> *mut u8 {
     if !grown.is_null() {
         if page_map::set_large(base, new_chunks, head) {
             os::set_errno(saved_errno);
+            LARGE.grown_in_place.fetch_add(1, Ordering::Relaxed);
+            LARGE.resized(old_bytes, new_bytes);
             return p;
         }
         // The page map could not grow: undo.
@@ -303,6 +310,7 @@ unsafe fn move_grow(p: *mut u8, old_bytes: usize, new_bytes: usize) -> *mut u8 {
                 ptr::copy_nonoverlapping(dest, q, old_bytes);
                 os::unmap(dest, old_bytes);
             }
+            LARGE.freed(old_bytes);
             return q;
         }
         // The old address is gone and the new block cannot be completed:
@@ -314,6 +322,8 @@ unsafe fn move_grow(p: *mut u8, old_bytes: usize, new_bytes: usize) -> *mut u8 {
         os::abort();
     }
     page_map::set_large(d, new_chunks, Entry::LargeHead { pages: new_bytes / PAGE });
+    LARGE.moved.fetch_add(1, Ordering::Relaxed);
+    LARGE.resized(old_bytes, new_bytes);
     dest
 }
 

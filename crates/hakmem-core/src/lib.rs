@@ -5,9 +5,10 @@
 //!
 //! - `os`, `sync`: the OS boundary (mmap, madvise, futex, stderr, thread
 //!   ids, keys) and an allocation-free lock.
+//! - `size_class`: the size classes (pure tables).
 //! - `diag`, `config`, `stats`, `misuse`: `hakmem:` lines, HAKMEM_* flags,
 //!   counters, misuse reports.
-//! - `list`, `size_class`, `page_map`, `remote`: pure data structures.
+//! - `list`, `page_map`, `remote`: pure data structures.
 //! - `slab`, `segment`: slabs of one size class inside 4 MiB segments.
 //! - `thread_cache`, `heap`: per-class bins, and a thread's slabs and slow paths.
 //! - `large`: blocks over 256 KiB.
@@ -15,6 +16,7 @@
 //! - `thread`: the calling thread's heap, the fast paths, thread start/exit.
 //! - `guest`: this copy is loaded but is not the process's `malloc`.
 //! - `foreign`: pointers that are not ours.
+//! - `report`: the statistics report and glibc's introspection figures.
 //! - `api`: the C allocation API with glibc's semantics.
 //! - `lifecycle`: load-time set-up and fork handlers.
 //!
@@ -27,6 +29,8 @@
 pub mod os;
 pub mod sync;
 
+pub mod size_class;
+
 pub mod config;
 pub mod diag;
 pub mod misuse;
@@ -35,7 +39,6 @@ pub mod stats;
 pub mod list;
 pub mod page_map;
 pub mod remote;
-pub mod size_class;
 
 pub mod segment;
 pub mod slab;
@@ -50,6 +53,8 @@ pub mod thread;
 pub mod guest;
 
 pub mod foreign;
+
+pub mod report;
 
 pub mod api;
 pub mod lifecycle;

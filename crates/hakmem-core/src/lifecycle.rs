@@ -24,7 +24,7 @@
 use core::sync::atomic::{AtomicU32, Ordering};
 
 use crate::sync::RawLock;
-use crate::{config, guest, heap, large, os, segment, stats, thread};
+use crate::{config, guest, heap, large, os, report, segment, thread};
 
 /// The fork in progress on this process: taken first by prepare, so that
 /// concurrent forks queue up, and counting nested forks of its holder.
@@ -94,18 +94,30 @@ extern "C" fn fork_child() {
 }
 
 extern "C" fn print_stats_at_exit() {
-    stats::print();
+    report::print();
+}
+
+extern "C" fn print_guest_stats_at_exit() {
+    report::print_guest();
 }
 
 /// The library's load-time constructor.
 pub fn on_load() {
     if guest::decide_on_load() {
-        return; // not the process's malloc: no flags, fork handlers or report
+        // Not the process's malloc: no fork handlers; a report only to say
+        // that another allocator served the process.
+        config::ensure_read();
+        if config::stats_enabled() {
+            report::keep_stderr();
+            os::at_exit(print_guest_stats_at_exit);
+        }
+        return;
     }
     config::ensure_read();
     thread::apply_capacities();
     os::at_fork(fork_prepare, fork_parent, fork_child);
     if config::stats_enabled() {
+        report::keep_stderr();
         os::at_exit(print_stats_at_exit);
     }
 }

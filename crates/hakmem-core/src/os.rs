@@ -10,6 +10,11 @@ use core::sync::atomic::{AtomicUsize, Ordering};
 /// The hardware page size on Linux x86_64.
 pub const PAGE: usize = 4096;
 
+/// Bytes hakmem has mapped now, and bytes it has given back to the OS so
+/// far (unmapped or purged), for the statistics.
+pub static MAPPED: AtomicUsize = AtomicUsize::new(0);
+pub static RETURNED: AtomicUsize = AtomicUsize::new(0);
+
 /// Round `n` up to a multiple of `align` (a power of two). `None` on overflow.
 #[inline]
 pub const fn round_up(n: usize, align: usize) -> Option<usize> {
@@ -41,6 +46,7 @@ pub fn map(size: usize) -> *mut u8 {
     if p == libc::MAP_FAILED {
         ptr::null_mut()
     } else {
+        MAPPED.fetch_add(size, Ordering::Relaxed);
         p as *mut u8
     }
 }
@@ -77,12 +83,15 @@ pub fn map_at(addr: usize, size: usize) -> MapAt {
             0,
         )
     };
+    if p != libc::MAP_FAILED {
+        MAPPED.fetch_add(size, Ordering::Relaxed);
+    }
     if p as usize == addr {
         return MapAt::Mapped;
     }
     if p != libc::MAP_FAILED {
         // SAFETY: a mapping made just above that we do not use.
-        unsafe { unmap(p as *mut u8, size) };
+        unsafe { unmap_unused(p as *mut u8, size) };
         return MapAt::Taken;
     }
     let taken = errno() == libc::EEXIST;
@@ -117,7 +126,7 @@ pub fn map_aligned(size: usize, align: usize) -> *mut u8 {
     }
     if raw as usize & (align - 1) != 0 {
         // SAFETY: the mapping made just above, unused.
-        unsafe { unmap(raw, size) };
+        unsafe { unmap_unused(raw, size) };
         let want = raw as usize & !(align - 1);
         if want == 0 || map_at(want, size) != MapAt::Mapped {
             return map_over_aligned(size, align);
@@ -142,10 +151,10 @@ fn map_over_aligned(size: usize, align: usize) -> *mut u8 {
     // are outside the range handed out.
     unsafe {
         if head > 0 {
-            unmap(raw, head);
+            unmap_unused(raw, head);
         }
         if tail > 0 {
-            unmap((start + size) as *mut u8, tail);
+            unmap_unused((start + size) as *mut u8, tail);
         }
     }
     ALIGNED_HINT.store(start, Ordering::Relaxed);
@@ -180,8 +189,20 @@ pub unsafe fn seal(p: *mut u8, size: usize) -> bool {
 /// live block still uses.
 pub unsafe fn unmap(p: *mut u8, size: usize) {
     // SAFETY: caller guarantees the range is ours and unused.
+    unsafe { unmap_unused(p, size) };
+    RETURNED.fetch_add(size, Ordering::Relaxed);
+}
+
+/// Unmap what a mapping primitive mapped and did not hand out (not memory
+/// given back, for the statistics).
+///
+/// # Safety
+/// As for [`unmap`].
+unsafe fn unmap_unused(p: *mut u8, size: usize) {
+    // SAFETY: caller guarantees the range is ours and unused.
     let rc = unsafe { libc::munmap(p as *mut libc::c_void, size) };
     debug_assert_eq!(rc, 0);
+    MAPPED.fetch_sub(size, Ordering::Relaxed);
 }
 
 /// Give the physical pages of `[p, p + size)` back to the OS; the range stays
@@ -193,6 +214,7 @@ pub unsafe fn purge(p: *mut u8, size: usize) {
     debug_assert!(p as usize % PAGE == 0 && size % PAGE == 0);
     // SAFETY: caller guarantees the range is ours and holds no live data.
     unsafe { libc::madvise(p as *mut libc::c_void, size, libc::MADV_DONTNEED) };
+    RETURNED.fetch_add(size, Ordering::Relaxed);
 }
 
 /// Grow or move a mapping without copying: `mremap`. With `dest` null the
@@ -219,18 +241,30 @@ pub unsafe fn remap(old: *mut u8, old_size: usize, new_size: usize, dest: *mut u
         }
     };
     if p == libc::MAP_FAILED {
-        ptr::null_mut()
-    } else {
-        p as *mut u8
+        return ptr::null_mut();
     }
+    if dest.is_null() {
+        MAPPED.fetch_add(new_size, Ordering::Relaxed);
+        MAPPED.fetch_sub(old_size, Ordering::Relaxed);
+    } else {
+        // The moved pages replace part of the reservation at `dest`, which
+        // was counted already; the old range is gone.
+        MAPPED.fetch_sub(old_size, Ordering::Relaxed);
+    }
+    p as *mut u8
 }
 
 /// Write `bytes` to stderr with `write(2)`, retrying on short writes.
 pub fn write_stderr(bytes: &[u8]) {
+    write_fd(2, bytes);
+}
+
+/// Write `bytes` to file descriptor `fd`, retrying on short writes.
+pub fn write_fd(fd: i32, bytes: &[u8]) {
     let mut rest = bytes;
     while !rest.is_empty() {
         // SAFETY: the buffer is valid for `rest.len()` bytes.
-        let n = unsafe { libc::write(2, rest.as_ptr() as *const libc::c_void, rest.len()) };
+        let n = unsafe { libc::write(fd, rest.as_ptr() as *const libc::c_void, rest.len()) };
         if n <= 0 {
             if n < 0 && errno() == libc::EINTR {
                 continue;
@@ -708,4 +742,127 @@ mod tests {
         assert_eq!(round_up(32, 16), Some(32));
         assert_eq!(round_up(usize::MAX, 16), None);
     }
+}
+
+/// An open file descriptor and the file it referred to when it was taken
+/// (device, inode), so that a later user can tell whether the program has
+/// closed it and reused the number for something else.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FdIdentity {
+    pub fd: i32,
+    pub dev: u64,
+    pub ino: u64,
+}
+
+fn identity(fd: i32) -> Option<(u64, u64)> {
+    // SAFETY: an all-zero `stat` is a valid value for fstat to fill.
+    let mut st: libc::stat = unsafe { core::mem::zeroed() };
+    // SAFETY: `st` is a valid, writable stat buffer.
+    if unsafe { libc::fstat(fd, &mut st) } != 0 {
+        return None;
+    }
+    Some((st.st_dev, st.st_ino))
+}
+
+/// Duplicate `fd` to a high, close-on-exec descriptor (so that programs that
+/// close their standard streams, as coreutils does at exit, leave hakmem a
+/// way to report). None when `fd` is not open or no descriptor is free.
+pub fn keep_fd(fd: i32) -> Option<FdIdentity> {
+    let saved = errno();
+    // SAFETY: F_DUPFD_CLOEXEC only creates a new descriptor.
+    let dup = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 512) };
+    set_errno(saved);
+    if dup < 0 {
+        return None;
+    }
+    let (dev, ino) = identity(dup)?;
+    Some(FdIdentity { fd: dup, dev, ino })
+}
+
+/// Does `id.fd` still refer to the file it did when it was kept?
+pub fn fd_unchanged(id: FdIdentity) -> bool {
+    identity(id.fd) == Some((id.dev, id.ino))
+}
+
+/// Create (or truncate) the file at `path` (NUL-terminated) for writing.
+pub fn create_file(path: &[u8]) -> Option<i32> {
+    debug_assert_eq!(path.last(), Some(&0));
+    let saved = errno();
+    // SAFETY: `path` is NUL-terminated.
+    let fd = unsafe {
+        libc::open(
+            path.as_ptr() as *const libc::c_char,
+            libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC | libc::O_CLOEXEC,
+            0o644,
+        )
+    };
+    set_errno(saved);
+    (fd >= 0).then_some(fd)
+}
+
+pub fn close(fd: i32) {
+    // SAFETY: closes a descriptor the caller opened.
+    unsafe { libc::close(fd) };
+}
+
+pub fn getpid() -> i32 {
+    // SAFETY: getpid has no preconditions.
+    unsafe { libc::getpid() }
+}
+
+/// The process's resident memory in bytes (/proc/self/statm), 0 if unknown.
+pub fn resident_bytes() -> usize {
+    let mut buf = [0u8; 128];
+    let saved = errno();
+    // SAFETY: a NUL-terminated path; `buf` is writable for its length.
+    let n = unsafe {
+        let fd = libc::open(c"/proc/self/statm".as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC);
+        if fd < 0 {
+            set_errno(saved);
+            return 0;
+        }
+        let n = libc::read(fd, buf.as_mut_ptr() as *mut libc::c_void, buf.len());
+        libc::close(fd);
+        n
+    };
+    set_errno(saved);
+    if n <= 0 {
+        return 0;
+    }
+    // "size resident shared ...", in pages.
+    let mut fields = buf[..n as usize].split(|&b| b == b' ');
+    let _size = fields.next();
+    let resident = fields.next().unwrap_or(b"");
+    let mut pages = 0usize;
+    for &b in resident {
+        if !b.is_ascii_digit() {
+            break;
+        }
+        pages = pages * 10 + (b - b'0') as usize;
+    }
+    pages * PAGE
+}
+
+/// The executable's path (/proc/self/exe) into `buf`, if it fits.
+pub fn exe_path(buf: &mut [u8]) -> Option<&str> {
+    let saved = errno();
+    // SAFETY: a NUL-terminated path; `buf` is writable for its length.
+    let n = unsafe {
+        libc::readlink(c"/proc/self/exe".as_ptr(), buf.as_mut_ptr() as *mut libc::c_char, buf.len())
+    };
+    set_errno(saved);
+    if n <= 0 || n as usize >= buf.len() {
+        return None;
+    }
+    core::str::from_utf8(&buf[..n as usize]).ok()
+}
+
+/// Write `bytes` to a stdio stream (`malloc_info`). May allocate (the
+/// stream's buffer): never call it under a hakmem lock.
+///
+/// # Safety
+/// `stream` is a valid `FILE*` open for writing.
+pub unsafe fn write_stream(stream: *mut libc::FILE, bytes: &[u8]) -> bool {
+    // SAFETY: per contract; the buffer is valid for its length.
+    unsafe { libc::fwrite(bytes.as_ptr() as *const libc::c_void, 1, bytes.len(), stream) == bytes.len() }
 }

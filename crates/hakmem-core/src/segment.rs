@@ -288,7 +288,7 @@ impl Segment {
         let base = self.page_addr(first);
         self.slabs[first].init(base, class);
         self.publish_carved(first);
-        stats::count(&STATS.slabs_created);
+        stats::count(&STATS.slabs_created[class]);
         Some((&mut self.slabs[first], dirty))
     }
 
@@ -318,7 +318,7 @@ impl Segment {
         self.free_pages |= mask;
         self.dirty_pages |= mask;
         self.live_slabs -= 1;
-        stats::count(&STATS.slabs_released);
+        stats::count(&STATS.slabs_released[slab.class as usize]);
         n * SLAB_PAGE
     }
 

@@ -12,7 +12,7 @@ use crate::config;
 use crate::heap::Heap;
 use crate::os::PAGE;
 use crate::page_map::{self, Entry, CHUNK};
-use crate::size_class::{MID_MAX, TINY_MAX};
+use crate::size_class::{class_of, MID_MAX, TINY_MAX};
 use crate::slab::Block;
 use crate::thread as hk_thread;
 
@@ -46,7 +46,7 @@ fn check_pattern(p: *const u8, len: usize, seed: u8) -> bool {
 
 /// Run `f` on the calling thread's heap (if it has one), under its lock.
 fn with_my_heap(f: impl FnOnce(&mut Heap)) {
-    let h = hk_thread::current();
+    let h = hk_thread::own();
     // SAFETY: this thread's heap; the lock keeps visitors out meanwhile. The
     // empty heap (a thread that never allocated) has no segments to look at.
     unsafe {
@@ -404,7 +404,7 @@ fn a_flush_interleaving_own_and_foreign_blocks_of_one_slab_keeps_lists_apart() {
             }
         }
         // SAFETY: the chain's blocks are given up.
-        with_my_heap(|h| unsafe { h.free_chain(chain[0], 5) });
+        with_my_heap(|h| unsafe { h.free_chain(chain[0], 5, class_of(32)) });
         check_my_heap();
     })
     .join()
@@ -492,15 +492,29 @@ fn a_segment_grows_in_place_until_a_neighbour_stops_it() {
     use crate::segment;
     use crate::size_class::{SLAB_PAGE, SLAB_PAGES};
     let class = (1..).find(|&c| SLAB_PAGES[c] == 1).unwrap();
-    let seg = segment::acquire();
-    assert!(!seg.is_null());
-    let base = seg as usize;
+    // Other tests map memory meanwhile and may land in the unmapped part of
+    // a segment's chunk: take segments until one has its page 12 free.
+    let mut skipped = Vec::new();
+    let (seg, wall) = loop {
+        let seg = segment::acquire();
+        assert!(!seg.is_null());
+        let wall = seg as usize + 12 * SLAB_PAGE;
+        if os::map_at(wall, PAGE) == MapAt::Mapped {
+            break (seg, wall);
+        }
+        assert!(skipped.len() < 16, "no segment with its page 12 free in 16 tries");
+        skipped.push(seg);
+    };
+    // SAFETY: empty segments nobody else references; the test owns them.
+    unsafe {
+        for s in skipped {
+            segment::release(s);
+        }
+    }
     // SAFETY: an empty segment nobody else references; the test owns it.
     let s = unsafe { &mut *seg };
     let first_mapped = s.mapped_pages.load(std::sync::atomic::Ordering::Relaxed) as usize;
     assert!(first_mapped < 64, "a new segment maps only a prefix");
-    let wall = base + 12 * SLAB_PAGE;
-    assert_eq!(os::map_at(wall, PAGE), MapAt::Mapped, "the chunk past the prefix is free");
     let mut slabs = Vec::new();
     while let Some((_, _)) = s.alloc_slab(class) {
         slabs.push(slabs.len() + 1);

@@ -3,12 +3,16 @@
 //!
 //! A thread-local word (initial-exec TLS, declared in assembly: one
 //! `%fs`-relative load, where Rust's `thread_local!` in a `cdylib` would call
-//! `__tls_get_addr`) points at the thread's heap. A new thread starts out
-//! pointing at `hakmem_empty_heap`, whose bins are empty with capacity 0
-//! and which is never written, so the fast paths have no "initialised?"
-//! test: the
-//! first malloc and free fall to the slow path, which gives the thread a
-//! heap of its own.
+//! `__tls_get_addr`) points at the heap the fast paths use. A new thread
+//! starts out pointing at `hakmem_empty_heap`, whose bins are empty with
+//! capacity 0 and which is never written, so the fast paths have no
+//! "initialised?" test: the first malloc and free fall to the slow path,
+//! which gives the thread a heap of its own.
+//!
+//! A second word holds the thread's own heap. The two are the same, except
+//! in counting mode (HAKMEM_STATS on): there the fast paths' word stays at
+//! the empty heap, so every call reaches the slow path, which counts it and
+//! then uses the own heap's cache as the fast path would (`stats.rs`).
 //!
 //! A thread's exit is seen through a pthread key destructor, which tears the
 //! heap down. A thread that allocates after that (a later destructor) gets a
@@ -45,9 +49,10 @@ static hakmem_empty_heap: EmptyHeap = EmptyHeap(UnsafeCell::new(Heap::new()));
 /// no heap; one that keeps freeing gets a cache.
 const FREES_BEFORE_HEAP: u32 = 16;
 
-// The thread's heap pointer (in .tdata, initialised to the empty heap: the
-// loader relocates the TLS image before copying it into each thread) and a
-// count of frees done without a heap (.tbss, zero).
+// The fast paths' heap pointer and the thread's own heap (in .tdata,
+// initialised to the empty heap: the loader relocates the TLS image before
+// copying it into each thread) and a count of frees done without a heap
+// (.tbss, zero).
 core::arch::global_asm!(
     ".pushsection .tdata,\"awT\",@progbits",
     ".p2align 3",
@@ -56,6 +61,13 @@ core::arch::global_asm!(
     ".type hakmem_thread_heap,@object",
     ".size hakmem_thread_heap, 8",
     "hakmem_thread_heap:",
+    ".quad hakmem_empty_heap",
+    ".p2align 3",
+    ".globl hakmem_thread_own",
+    ".hidden hakmem_thread_own",
+    ".type hakmem_thread_own,@object",
+    ".size hakmem_thread_own, 8",
+    "hakmem_thread_own:",
     ".quad hakmem_empty_heap",
     ".popsection",
     ".pushsection .tbss,\"awT\",@nobits",
@@ -90,17 +102,45 @@ pub fn current() -> *mut Heap {
     p
 }
 
-fn set_current(h: *mut Heap) {
-    // SAFETY: stores the calling thread's own TLS word.
+/// The calling thread's own heap (the empty heap if it has none): the same
+/// as [`current`] except in counting mode.
+#[inline]
+pub fn own() -> *mut Heap {
+    let p: *mut Heap;
+    // SAFETY: loads the calling thread's own TLS word; nothing is written.
+    unsafe {
+        core::arch::asm!(
+            "mov {p}, qword ptr [rip + hakmem_thread_own@GOTTPOFF]",
+            "mov {p}, qword ptr fs:[{p}]",
+            p = out(reg) p,
+            options(nostack, pure, readonly),
+        );
+    }
+    p
+}
+
+/// Make `h` the thread's heap; the fast paths see it unless counting.
+fn set_own(h: *mut Heap) {
+    let view = if counting() { empty() } else { h };
+    // SAFETY: stores the calling thread's own TLS words.
     unsafe {
         core::arch::asm!(
             "mov {t}, qword ptr [rip + hakmem_thread_heap@GOTTPOFF]",
+            "mov qword ptr fs:[{t}], {v}",
+            "mov {t}, qword ptr [rip + hakmem_thread_own@GOTTPOFF]",
             "mov qword ptr fs:[{t}], {h}",
             t = out(reg) _,
+            v = in(reg) view,
             h = in(reg) h,
             options(nostack),
         );
     }
+}
+
+/// Counting mode: every call goes through the slow paths and is counted.
+#[inline]
+fn counting() -> bool {
+    config::stats_enabled()
 }
 
 /// Count one free done without a heap; true once there were enough.
@@ -159,16 +199,27 @@ impl Drop for Entered<'_> {
     }
 }
 
-/// The allocation slow path: the bin of `class` is empty. Null when out of
+/// The allocation slow path: the bin of `class` is empty (or, counting,
+/// not looked at yet) for a request of `size` bytes. Null when out of
 /// memory (after giving back what every cache holds and trying again).
 #[cold]
 #[inline(never)]
-pub fn alloc_slow(class: usize) -> *mut u8 {
-    let mut h = current();
+pub fn alloc_slow(class: usize, size: usize) -> *mut u8 {
+    let mut h = own();
     if h == empty() {
         h = thread_start();
         if h.is_null() {
             return ptr::null_mut();
+        }
+    }
+    if counting() {
+        // SAFETY: this thread's heap; only this thread uses its cache.
+        unsafe {
+            let b = (*h).cache.pop(class);
+            if !b.is_null() {
+                stats::counted_alloc(&(*h).counters, class, size);
+                return b as *mut u8;
+            }
         }
     }
     for attempt in 0..2 {
@@ -178,6 +229,10 @@ pub fn alloc_slow(class: usize) -> *mut u8 {
             (*h).alloc_slow(class)
         };
         reclaim::after_slow_path(h);
+        if !b.is_null() && counting() {
+            // SAFETY: this thread's heap.
+            stats::counted_alloc(unsafe { &(*h).counters }, class, size);
+        }
         if !b.is_null() || attempt == 1 {
             return b as *mut u8;
         }
@@ -187,7 +242,8 @@ pub fn alloc_slow(class: usize) -> *mut u8 {
     ptr::null_mut()
 }
 
-/// The free slow path: the bin of `class` is full (or has capacity 0).
+/// The free slow path: the bin of `class` is full (or has capacity 0, or,
+/// counting, was not looked at yet).
 ///
 /// # Safety
 /// `b` is a live block of `class` that the caller gives up.
@@ -198,14 +254,28 @@ pub unsafe fn free_slow(b: *mut Block, class: usize) {
         // SAFETY: the caller gives `b` up.
         unsafe { heap::fill_freed(b, class) };
     }
-    let mut h = current();
+    let mut h = own();
+    if counting() {
+        // SAFETY: this thread's heap (if any); only this thread uses its
+        // cache; the caller gives `b` up.
+        unsafe {
+            if h == empty() {
+                stats::counted_free(None, class);
+            } else {
+                stats::counted_free(Some(&(*h).counters), class);
+                if (*h).cache.push(b, class, Block::free_tag(b)) {
+                    return;
+                }
+            }
+        }
+    }
     if h == empty() && frees_without_heap_reached() {
         h = thread_start();
     }
     if h == empty() || h.is_null() {
         slab::init_keys();
         // SAFETY: the caller gives `b` up; its owner takes it back.
-        unsafe { heap::free_remote(b) };
+        unsafe { heap::free_remote(b, class) };
         return;
     }
     {
@@ -249,7 +319,7 @@ fn thread_start() -> *mut Heap {
     }
     // SAFETY: a fresh heap; only this thread uses its cache.
     unsafe { (*h).cache.apply_capacities() };
-    set_current(h);
+    set_own(h);
     stats::count(&STATS.threads_started);
     let key = KEY.load(Ordering::Acquire);
     // May call calloc (for keys past the first 32): the heap is ready. If it
@@ -260,23 +330,24 @@ fn thread_start() -> *mut Heap {
     h
 }
 
-/// Apply the configured capacities to this thread's bins (once the
-/// configuration is read for real).
+/// Apply the configured capacities to this thread's bins, and counting
+/// mode to its fast paths (once the configuration is read for real).
 pub fn apply_capacities() {
-    let h = current();
+    let h = own();
     if h != empty() {
         // SAFETY: this thread's own heap.
         unsafe { (*h).cache.apply_capacities() };
+        set_own(h);
     }
 }
 
 /// pthread key destructor: the thread is exiting.
 extern "C" fn thread_exit(arg: *mut libc::c_void) {
     let h = arg as *mut Heap;
-    if h.is_null() || h != current() {
+    if h.is_null() || h != own() {
         return;
     }
-    set_current(empty());
+    set_own(empty());
     // SAFETY: the exiting thread's heap: it takes the lock like any slow
     // path, gives everything back, and nobody uses the heap afterwards.
     unsafe {
@@ -293,7 +364,7 @@ extern "C" fn thread_exit(arg: *mut libc::c_void) {
 /// Flush this thread's cache and give its free memory back (malloc_trim).
 /// Returns the bytes given back to the OS.
 pub fn trim_own() -> usize {
-    let h = current();
+    let h = own();
     if h == empty() {
         return 0;
     }
@@ -310,13 +381,13 @@ pub fn trim_own() -> usize {
 /// `malloc_trim` and for an allocation the system refused. Returns the
 /// bytes given back to the OS.
 pub fn release_everything() -> usize {
-    trim_own() + reclaim::trim_all(current())
+    trim_own() + reclaim::trim_all(own())
 }
 
 /// In a forked child: this thread's heap now belongs to a thread with a
 /// new id.
 pub fn after_fork_in_child() {
-    let h = current();
+    let h = own();
     if h != empty() {
         // SAFETY: this thread's heap.
         unsafe { (*h).set_tid(os::gettid()) };
@@ -325,7 +396,7 @@ pub fn after_fork_in_child() {
 
 /// This thread's heap lock (fork takes it first), if it has a heap.
 pub fn own_heap_lock() -> Option<&'static crate::sync::RawLock> {
-    let h = current();
+    let h = own();
     // SAFETY: this thread's heap lives as long as the thread.
     (h != empty()).then(|| unsafe { (*h).lock() })
 }

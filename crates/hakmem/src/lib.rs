@@ -98,3 +98,36 @@ pub extern "C" fn malloc_trim(pad: usize) -> i32 {
 pub extern "C" fn malloc_stats() {
     api::malloc_stats();
 }
+
+#[no_mangle]
+pub unsafe extern "C" fn free_sized(p: *mut c_void, size: usize) {
+    // SAFETY: as for free.
+    unsafe { api::free_sized(p.cast(), size) }
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn free_aligned_sized(p: *mut c_void, align: usize, size: usize) {
+    // SAFETY: as for free.
+    unsafe { api::free_aligned_sized(p.cast(), align, size) }
+}
+
+#[no_mangle]
+pub extern "C" fn mallinfo2() -> api::MallInfo2 {
+    api::mallinfo2()
+}
+
+#[no_mangle]
+pub extern "C" fn mallinfo() -> api::MallInfo {
+    api::mallinfo()
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn malloc_info(options: i32, stream: *mut c_void) -> i32 {
+    // SAFETY: C callers pass a FILE* open for writing.
+    unsafe { api::malloc_info(options, stream.cast()) }
+}
+
+#[no_mangle]
+pub extern "C" fn mallopt(param: i32, value: i32) -> i32 {
+    api::mallopt(param, value)
+}
