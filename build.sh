@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # build.sh — build hakmem, the benchmarks in bench-c/ and the C tests in tests/.
 #
-#   ./build.sh                 release library: target/release/libhakmem.so (+ .a)
+#   ./build.sh                 release library: target/release/libhakmem.so (+ .a), and the
+#                              launcher target/release/hakmem (`hakmem run -- CMD`)
 #   ./build.sh NAME_ALLOC      bench-c/NAME.c (tests/NAME.c for test_*) -> out/release/NAME_ALLOC, where ALLOC is
 #                              hakmem (static libhakmem.a linked in), system (glibc),
 #                              mi (mimalloc), je (jemalloc) or tc (tcmalloc-minimal)
@@ -47,7 +48,7 @@ ensure_peer() {
 lib_stamp=""
 build_lib() {
   [ -n "$lib_stamp" ] && return 0
-  cargo build --release -p hakmem >&2
+  cargo build --release -p hakmem -p hakmem-cli >&2   # + target/release/hakmem, the launcher
   lib_stamp=1
 }
 
@@ -90,7 +91,7 @@ build_prog() {
 benches() { for f in bench-c/*.c; do basename "$f" .c; done; }
 tests() { for f in tests/test_*.c; do basename "$f" .c; done; }
 
-if [ $# -eq 0 ]; then build_lib; ls -l target/release/libhakmem.so; exit 0; fi
+if [ $# -eq 0 ]; then build_lib; ls -l target/release/libhakmem.so target/release/hakmem; exit 0; fi
 for t in "$@"; do
   case "$t" in
     all)   for b in $(benches); do for a in hakmem system mi je tc; do build_prog "${b}_$a"; done; done ;;
