@@ -4,7 +4,7 @@
 SHELL := /bin/bash
 LOOM_DIR := target/loom
 
-.PHONY: all lib demo test lint test-rust test-loom test-c test-real soak bench bench-full callgrind clean
+.PHONY: all lib demo test lint test-rust test-loom test-c test-real test-launcher test-fastpath soak bench bench-full callgrind clean
 
 all lib:
 	./build.sh
@@ -13,8 +13,9 @@ all lib:
 demo:
 	scripts/demo.sh
 
-# Everything CI runs: unit tests, model checks, C tests (preloaded and linked), real programs.
-test: lint test-rust test-loom test-c test-real
+# Everything CI runs: unit tests, model checks, C tests (preloaded and linked), real programs,
+# the launcher, and the fast path's instruction count against its golden value.
+test: lint test-rust test-loom test-c test-real test-launcher test-fastpath
 
 # Every unsafe block documented (clippy::undocumented_unsafe_blocks), no warnings, formatted.
 lint:
@@ -32,6 +33,13 @@ test-c: lib
 
 test-real: lib
 	scripts/test-real-programs.sh
+
+test-launcher: lib
+	scripts/test-launcher.sh
+
+# Instructions per malloc+free pair (callgrind) must not exceed scripts/fastpath-golden.txt.
+test-fastpath: lib
+	scripts/check-fastpath.sh
 
 # 10 minutes of mixed sizes, cross-thread frees, thread churn and forks under the
 # preload; fails if RSS keeps rising (SOAK_SECONDS=N for another length).
