@@ -400,6 +400,41 @@ elif selected python; then
     fi
 fi
 
+# ---- under valgrind ---------------------------------------------------------
+# libhakmem.so has a SONAME, so memcheck can be told to treat it as the
+# allocator (docs/TROUBLESHOOTING.md): --soname-synonyms=somalloc=libhakmem.so.
+# A heap overflow in a tiny C program must then be reported as such.
+if ! command -v valgrind >/dev/null 2>&1; then
+    echo "skip valgrind: valgrind not installed"
+elif selected python; then
+    d=$WORK/valgrind; mkdir -p "$d"
+    printf '%s\n' '#include <stdlib.h>' \
+        'int main(void) { char *p = malloc(32); p[40] = 1; free(p); return 0; }' >"$d/overflow.c"
+    reasons=()
+    if ! readelf -d "$SO" | grep -q 'SONAME.*\[libhakmem\.so\]'; then
+        reasons+=("libhakmem.so has no SONAME libhakmem.so")
+    fi
+    if cc -g -O0 "$d/overflow.c" -o "$d/overflow" 2>"$d/cc.err"; then
+        set +e
+        timeout -k 5 "$CMD_TIMEOUT" env LD_PRELOAD="$SO" valgrind -q --soname-synonyms=somalloc=libhakmem.so \
+            "$d/overflow" >/dev/null 2>"$d/err"
+        set -e
+        grep -q 'Invalid write of size 1' "$d/err" || reasons+=("memcheck did not report the overflow")
+        grep -q 'bytes after a block of size 32' "$d/err" || reasons+=("memcheck did not see the 32-byte block")
+    else
+        reasons+=("cc failed: $(head -n 1 "$d/cc.err")")
+    fi
+    if ((${#reasons[@]} == 0)); then
+        echo "ok valgrind (memcheck with --soname-synonyms=somalloc=libhakmem.so sees the overflow)"
+        PASSED=$((PASSED + 1))
+    else
+        joined=$(printf '%s; ' "${reasons[@]}")
+        echo "FAIL valgrind: ${joined%; }"
+        head -n 8 "$d/err" 2>/dev/null | detail
+        FAILED=$((FAILED + 1))
+    fi
+fi
+
 if ((FAILED)) && [[ ${HAKMEM_REAL_KEEP:-0} != 1 ]]; then
     echo "(rerun with HAKMEM_REAL_KEEP=1 to keep outputs and stderr of each run)"
 fi

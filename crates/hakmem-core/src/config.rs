@@ -47,13 +47,14 @@ pub const VERBOSE: usize = 6;
 pub const ABORT_ON_ERROR: usize = 7;
 pub const CHECK: usize = 8;
 pub const STATS_FILE: usize = 9;
+pub const CRASH_REPORT: usize = 10;
 
 /// HAKMEM_STATS values.
 pub const STATS_TEXT: usize = 1;
 pub const STATS_JSON: usize = 2;
 
 /// Every flag hakmem reads. docs/ENV.md documents the same rows.
-pub static FLAGS: [Flag; 10] = [
+pub static FLAGS: [Flag; 11] = [
     Flag {
         name: "HAKMEM_TCACHE_TINY\0",
         default: 128,
@@ -145,14 +146,24 @@ pub static FLAGS: [Flag; 10] = [
         unit: "path",
         meaning: "write the statistics report to this file instead of stderr (%p: the process id)",
     },
+    Flag {
+        name: "HAKMEM_CRASH_REPORT\0",
+        default: 0,
+        max: 1,
+        words: &[],
+        path: false,
+        unit: "0|1",
+        meaning: "on SIGSEGV, SIGBUS, SIGILL, SIGFPE or SIGABRT, print what hakmem knows of the fault address, then let the signal go on",
+    },
 ];
 
-static VALUES: [AtomicUsize; 10] = [
+static VALUES: [AtomicUsize; 11] = [
     AtomicUsize::new(128),
     AtomicUsize::new(16),
     AtomicUsize::new(64),
     AtomicUsize::new(32768),
     AtomicUsize::new(100),
+    AtomicUsize::new(0),
     AtomicUsize::new(0),
     AtomicUsize::new(0),
     AtomicUsize::new(0),

@@ -17,6 +17,7 @@
 //! - `guest`: this copy is loaded but is not the process's `malloc`.
 //! - `foreign`: pointers that are not ours.
 //! - `report`: the statistics report and glibc's introspection figures.
+//! - `crash`: the opt-in crash report (HAKMEM_CRASH_REPORT=1).
 //! - `api`: the C allocation API with glibc's semantics.
 //! - `lifecycle`: load-time set-up and fork handlers.
 //!
@@ -54,6 +55,7 @@ pub mod guest;
 
 pub mod foreign;
 
+pub mod crash;
 pub mod report;
 
 pub mod api;

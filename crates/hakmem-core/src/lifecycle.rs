@@ -24,7 +24,7 @@
 use core::sync::atomic::{AtomicU32, Ordering};
 
 use crate::sync::RawLock;
-use crate::{config, guest, heap, large, os, report, segment, thread};
+use crate::{config, crash, guest, heap, large, os, report, segment, thread};
 
 /// The fork in progress on this process: taken first by prepare, so that
 /// concurrent forks queue up, and counting nested forks of its holder.
@@ -119,5 +119,8 @@ pub fn on_load() {
     if config::stats_enabled() {
         report::keep_stderr();
         os::at_exit(print_stats_at_exit);
+    }
+    if config::get(config::CRASH_REPORT) != 0 {
+        crash::install();
     }
 }

@@ -866,3 +866,57 @@ pub unsafe fn write_stream(stream: *mut libc::FILE, bytes: &[u8]) -> bool {
     // SAFETY: per contract; the buffer is valid for its length.
     unsafe { libc::fwrite(bytes.as_ptr() as *const libc::c_void, 1, bytes.len(), stream) == bytes.len() }
 }
+
+/// A signal disposition saved by [`install_signal_handler`].
+pub type SavedAction = libc::sigaction;
+
+/// Install `handler` (SA_SIGINFO) for `sig`; returns the previous
+/// disposition, or None if the kernel refused.
+pub fn install_signal_handler(
+    sig: i32,
+    handler: extern "C" fn(i32, *mut libc::siginfo_t, *mut libc::c_void),
+) -> Option<SavedAction> {
+    // SAFETY: all-zero sigaction structs are valid; sigaction only reads the
+    // new one and writes the old one.
+    unsafe {
+        let mut new: libc::sigaction = core::mem::zeroed();
+        new.sa_sigaction = handler as usize;
+        new.sa_flags = libc::SA_SIGINFO | libc::SA_ONSTACK;
+        libc::sigemptyset(&mut new.sa_mask);
+        let mut old: libc::sigaction = core::mem::zeroed();
+        (libc::sigaction(sig, &new, &mut old) == 0).then_some(old)
+    }
+}
+
+/// Is `handler` still the disposition of `sig`?
+pub fn signal_handler_is(
+    sig: i32,
+    handler: extern "C" fn(i32, *mut libc::siginfo_t, *mut libc::c_void),
+) -> bool {
+    // SAFETY: a null new action only queries.
+    unsafe {
+        let mut cur: libc::sigaction = core::mem::zeroed();
+        libc::sigaction(sig, ptr::null(), &mut cur) == 0 && cur.sa_sigaction == handler as usize
+    }
+}
+
+/// Put back a disposition saved by [`install_signal_handler`].
+pub fn restore_signal_handler(sig: i32, old: &SavedAction) {
+    // SAFETY: `old` came from sigaction.
+    unsafe { libc::sigaction(sig, old, ptr::null_mut()) };
+}
+
+/// Send `sig` to the calling thread.
+pub fn raise(sig: i32) {
+    // SAFETY: raise has no memory preconditions.
+    unsafe { libc::raise(sig) };
+}
+
+/// The fault address and code of a signal's siginfo.
+///
+/// # Safety
+/// `info` is the siginfo the kernel passed to an SA_SIGINFO handler.
+pub unsafe fn siginfo_fault(info: *const libc::siginfo_t) -> (usize, i32) {
+    // SAFETY: per contract.
+    unsafe { ((*info).si_addr() as usize, (*info).si_code) }
+}

@@ -119,6 +119,11 @@ pub fn own() -> *mut Heap {
     p
 }
 
+/// Does the calling thread have a heap of its own?
+pub fn has_heap() -> bool {
+    own() != empty()
+}
+
 /// Make `h` the thread's heap; the fast paths see it unless counting.
 fn set_own(h: *mut Heap) {
     let view = if counting() { empty() } else { h };
