@@ -126,7 +126,7 @@ fn report(sig: i32, addr: Option<usize>) {
             }
         ));
     } else {
-        diag::line(format_args!("  this thread has no hakmem heap (it has not allocated)"));
+        diag::line(format_args!("  this thread has no hakmem heap (it has allocated no small block)"));
     }
     diag::line(format_args!("  the signal now goes to the program's previous handler (or the core dump)"));
 }
