@@ -6,9 +6,15 @@
 //! level of 2048 pointers (16 KiB of BSS) and leaves of 16384 entries
 //! (128 KiB, mapped on first use and never freed, so readers need no locks).
 //! Entries are written only by the thread that maps or unmaps the chunk.
+//!
+//! `free` asks one question first, "is this chunk a slab segment?", and
+//! asks it of a flat byte per chunk (`SEGMENT_CHUNKS`, 32 MiB of BSS over
+//! the 2^25 chunks; only the pages around hakmem's own chunks are ever
+//! written, the rest reads as the zero page): one load, where the radix
+//! table takes two dependent ones.
 
 use core::ptr;
-use core::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicPtr, AtomicU8, AtomicUsize, Ordering};
 
 use crate::os;
 
@@ -27,6 +33,12 @@ const TOP_LEN: usize = 1 << TOP_BITS;
 type Leaf = [AtomicUsize; LEAF_LEN];
 
 static TOP: [AtomicPtr<Leaf>; TOP_LEN] = [const { AtomicPtr::new(ptr::null_mut()) }; TOP_LEN];
+
+const CHUNKS: usize = 1 << (ADDRESS_BITS - CHUNK_SHIFT);
+
+/// Per chunk of the address space: 1 when it is a slab segment (mirrors
+/// the radix table's `Segment` entries).
+static SEGMENT_CHUNKS: [AtomicU8; CHUNKS] = [const { AtomicU8::new(0) }; CHUNKS];
 
 /// What a chunk holds. Encoded in one word; the low two bits are the tag.
 ///
@@ -130,10 +142,11 @@ pub fn lookup(addr: usize) -> Entry {
     Entry::decode(raw(addr))
 }
 
-/// Fast test used by `free`: is `addr` inside a slab segment?
+/// Fast test used by `free`: is `addr` inside a slab segment? One load.
 #[inline(always)]
 pub fn is_segment(addr: usize) -> bool {
-    raw(addr) == TAG_SEGMENT
+    let chunk = addr >> CHUNK_SHIFT;
+    chunk < CHUNKS && SEGMENT_CHUNKS[chunk].load(Ordering::Acquire) == 1
 }
 
 /// Record what the chunk holding `addr` is. Returns false when the leaf
@@ -160,6 +173,8 @@ pub fn set(addr: usize, entry: Entry) -> bool {
     }
     // SAFETY: the leaf is published and permanent; `idx < LEAF_LEN`.
     unsafe { (*leaf)[idx].store(entry.encode(), Ordering::Release) };
+    // `top < TOP_LEN`, so the chunk index is below CHUNKS.
+    SEGMENT_CHUNKS[addr >> CHUNK_SHIFT].store((entry == Entry::Segment) as u8, Ordering::Release);
     true
 }
 
