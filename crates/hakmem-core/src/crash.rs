@@ -163,7 +163,7 @@ fn describe_in_segment(a: usize) {
     let (maps, info) = unsafe { ((*seg).maps(a), (*seg).info_at(a)) };
     if !maps {
         return diag::line(format_args!(
-            "  fault address {a:#x}: in hakmem segment {:#x}, past its mapped part: no block was ever there",
+            "  fault address {a:#x}: in hakmem segment {:#x}, past its mapped part: no hakmem block (another mapping may sit there)",
             seg as usize
         ));
     }
