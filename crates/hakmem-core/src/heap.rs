@@ -41,8 +41,11 @@ use crate::thread_cache::ThreadCache;
 const FULL_SCAN: usize = 8;
 /// Abandoned segments visited by one `new_slab` call at most.
 const ADOPT_VISITS: usize = 8;
-/// Slow-path events between two `collect` passes.
+/// Slow-path events between two `collect_some` passes.
 const COLLECT_EVERY: u32 = 256;
+/// Slabs per class and list a `collect_some` pass looks at (besides the
+/// empty ones it releases).
+const COLLECT_LOOK: usize = 8;
 /// A refill takes a slab's whole local list when it is at most this many
 /// times what the bin wants (see `refill`).
 const TAKE_WHOLE: u32 = 8;
@@ -710,8 +713,66 @@ impl Heap {
         self.ticks += 1;
         if self.ticks >= COLLECT_EVERY {
             self.ticks = 0;
-            self.collect(false);
+            self.collect_some();
         }
+    }
+
+    /// The periodic collection: bounded work per class, so that a heap of
+    /// thousands of slabs pays for what changed, not for its size.
+    /// - Emptied slabs go to the back of their class's available list, so
+    ///   the tail is walked: empty ones are released (all but one per
+    ///   class), up to `COLLECT_LOOK` non-empty ones are passed over.
+    /// - The first `COLLECT_LOOK` full slabs take their remote frees (no
+    ///   chain walk: their local lists are empty) and go to the back, so
+    ///   successive passes go round the list.
+    ///
+    /// Then aged or excess free pages are purged.
+    fn collect_some(&mut self) -> usize {
+        for class in 1..NUM_CLASSES {
+            let mut kept_empty = false;
+            let mut passed = 0;
+            let mut s = self.classes[class].available.tail;
+            while !s.is_null() && passed < COLLECT_LOOK {
+                // SAFETY: slabs on our lists are owned by this heap; the
+                // previous pointer is read before `s` may be released.
+                unsafe {
+                    let prev = Queue::prev(s);
+                    if (*s).used == 0 {
+                        if kept_empty {
+                            self.release_slab(s);
+                        }
+                        kept_empty = true;
+                    } else {
+                        passed += 1;
+                    }
+                    s = prev;
+                }
+            }
+            for _ in 0..COLLECT_LOOK {
+                let s = self.classes[class].full.head;
+                if s.is_null() {
+                    break;
+                }
+                // SAFETY: as above.
+                unsafe {
+                    let to = if (*s).remote.pending() > 0 && (*s).collect_remote() > 0 {
+                        SlabList::Available
+                    } else {
+                        SlabList::Full
+                    };
+                    if (*s).used == 0 && kept_empty {
+                        self.release_slab(s);
+                        continue;
+                    }
+                    kept_empty |= (*s).used == 0;
+                    self.move_to(s, to);
+                    if s == self.classes[class].full.head {
+                        break; // the only full slab
+                    }
+                }
+            }
+        }
+        self.maybe_purge()
     }
 
     /// Drain every slab's remote list and release empty slabs (all of them

@@ -98,6 +98,15 @@ impl<T: Linked> Queue<T> {
         // SAFETY: `p` is a valid element.
         unsafe { *T::links(p).0 }
     }
+
+    /// The element before `p`.
+    ///
+    /// # Safety
+    /// `p` is on this queue.
+    pub unsafe fn prev(p: *mut T) -> *mut T {
+        // SAFETY: `p` is a valid element.
+        unsafe { *T::links(p).1 }
+    }
 }
 
 #[cfg(test)]
