@@ -46,12 +46,17 @@ test-fastpath: lib
 soak: lib
 	scripts/soak.sh
 
-# Side-by-side comparison with glibc, mimalloc, jemalloc, tcmalloc -> docs/BENCHMARKS.md
+# hakmem and seven peers (glibc, mimalloc 2.0 Debian, mimalloc 3, mimalloc 2, snmalloc, jemalloc,
+# tcmalloc), all through LD_PRELOAD, 5 interleaved rounds (~35 min) -> docs/BENCHMARKS.md, CSV, chart.
+# Extra options: make bench BENCH_ARGS="--only 'larson|redis' --allocs hakmem,mi3,sn --runs 1"
+# (a partial run writes its report to out/bench/report/, not docs/).
+BENCH_ARGS ?=
+
 bench:
-	scripts/bench.sh --quick
+	scripts/bench.sh --quick $(BENCH_ARGS)
 
 bench-full:
-	scripts/bench.sh --full
+	scripts/bench.sh --full $(BENCH_ARGS)
 
 # Instructions per malloc/free pair, hakmem vs peers (valgrind).
 callgrind:

@@ -1,0 +1,283 @@
+#!/usr/bin/env python3
+"""Deterministic inputs of the real-program workloads of scripts/bench.sh.
+
+Always run WITHOUT an allocator preloaded; the same arguments give byte-identical
+output on every machine (Python's random.Random with a fixed seed, no hash order).
+
+  bench_inputs.py pyalloc OUT           the allocation-heavy Python workload (a script)
+  bench_inputs.py csrc OUT              a C file of ~1,900 lines for gcc -O2
+  bench_inputs.py lines MBYTES OUT      MBYTES MB of text lines for sort
+  bench_inputs.py java NCLASSES OUTDIR  NCLASSES Java sources in OUTDIR/src/bench/p*/C*.java
+                                        and OUTDIR/sources.txt (their absolute paths, for
+                                        javac @OUTDIR/sources.txt)
+  bench_inputs.py xz MBYTES OUT         MBYTES MB (-N: N MiB) of log-like text for xz
+
+Nothing is written when OUT (or OUTDIR/sources.txt) already holds what these arguments
+make: a stamp file OUT.stamp records the arguments and the generator's version.
+"""
+import os
+import random
+import sys
+
+VERSION = 1  # bump when any generator's output changes
+
+PYALLOC = r'''# Allocation-heavy deterministic Python workload for scripts/bench.sh
+# (run with PYTHONMALLOC=malloc PYTHONHASHSEED=0 so every object goes through malloc).
+import random
+rng = random.Random(12345)
+keep = []
+total = 0
+for r in range(5):
+    d = {}
+    for i in range(60000):
+        k = "k%d_%d" % (r, rng.randrange(1 << 20))
+        d[k] = [i, str(i) * (1 + (i & 7)), (k, i)]
+    blobs = [bytes(rng.randrange(16, 2048)) for _ in range(20000)]
+    words = sorted(d, key=lambda s: s[::-1])
+    joined = "".join(words[::50])
+    lst = []
+    for i in range(100000):
+        lst.append((i, float(i)))
+        if i % 4096 == 4095:
+            del lst[: len(lst) // 2]
+    total += len(d) + len(blobs) + len(joined) + len(lst)
+    keep.append({w: d[w] for w in words[::10]})
+    if len(keep) > 2:
+        keep.pop(0)
+    del d, blobs, words, joined, lst
+print(total, sum(len(k) for k in keep))
+'''
+
+
+def gen_pyalloc(out):
+    with open(out, "w") as f:
+        f.write(PYALLOC)
+
+
+def gen_csrc(out):
+    """The same C file scripts/bench.sh has always compiled (110 chained functions)."""
+    n = 110
+    o = ["#include <stdio.h>", "#include <string.h>", "#include <stdlib.h>", "",
+         "struct rec { int a, b; double w; char name[16]; struct rec *next; };"]
+    for i in range(n):
+        o += ["static int f%d(struct rec *r, int n, const char *s) {" % i,
+              "    int acc = %d;" % (i * 7 + 1),
+              "    for (int j = 0; j < n; j++) {",
+              "        switch ((j + %d) %% 5) {" % i,
+              "        case 0: acc += r->a * j + %d; break;" % (i % 13),
+              "        case 1: acc ^= r->b << (j & 7); break;",
+              "        case 2: acc -= (int)(r->w * %d.5); break;" % (i % 17),
+              "        case 3: acc += (int)strlen(s) + s[j % 3]; break;",
+              "        default: acc = acc * 31 + j;",
+              "        }",
+              "        if (r->next && (acc & %d)) r = r->next;" % (1 << (i % 5)),
+              "    }",
+              "    snprintf(r->name, sizeof r->name, \"f%d:%%d\", acc);" % i,
+              ("    return acc + (n > %d ? f%d(r, n - 1, s) : 0);" % (i % 11, i - 1)) if i else "    return acc;",
+              "}", ""]
+    o.append("int main(int argc, char **argv) {")
+    o.append("    struct rec r = {1, 2, 3.0, \"\", 0}; long t = 0;")
+    for i in range(n):
+        o.append("    t += f%d(&r, argc + %d, argv[0]);" % (i, i % 9))
+    o += ["    printf(\"%ld\\n\", t);", "    return 0;", "}"]
+    with open(out, "w") as f:
+        f.write("\n".join(o) + "\n")
+
+
+def gen_lines(mbytes, out):
+    """Text lines 'word hex number padding' (the sort workload's input, sorted by -k3,3n -k1,1)."""
+    rng = random.Random(4242)
+    syl = ["ka", "lo", "mi", "ne", "su", "ta", "ri", "po", "ve", "zu", "an", "el", "or", "ix"]
+    limit = mbytes * 1000000
+    n = 0
+    with open(out, "w") as f:
+        while n < limit:
+            w = "".join(rng.choice(syl) for _ in range(rng.randrange(2, 7)))
+            line = "%s %08x %d %s\n" % (w, rng.getrandbits(32), rng.randrange(10**6), "x" * rng.randrange(0, 40))
+            f.write(line)
+            n += len(line)
+
+
+# ------------------------------------------------------------------------------ java
+JAVA_TYPES = ["int", "long", "double", "String"]
+
+
+def java_class(rng, pkg, idx, nclasses, npkg):
+    """One class: fields, generic collections, streams/lambdas, a nested record-like class,
+    an interface implementation and calls into two other generated classes."""
+    name = "C%d" % idx
+    other = [rng.randrange(nclasses) for _ in range(2)]
+    L = ["package bench.p%d;" % pkg, "",
+         "import java.util.*;", "import java.util.function.*;", "import java.util.stream.*;", ""]
+    for o in other:
+        if o != idx:
+            L.append("import bench.p%d.C%d;" % (o % npkg, o))
+    L += ["",
+          "/** Generated by scripts/real/bench_inputs.py: class %d of %d. */" % (idx, nclasses),
+          "public final class %s implements Comparable<%s>, Supplier<Map<String, List<Integer>>> {" % (name, name)]
+    nf = rng.randrange(4, 9)
+    for f in range(nf):
+        t = rng.choice(JAVA_TYPES)
+        init = {"int": str(rng.randrange(1000)), "long": "%dL" % rng.randrange(10**9),
+                "double": "%d.%d" % (rng.randrange(100), rng.randrange(100)),
+                "String": '"s%d_%d"' % (idx, f)}[t]
+        L.append("    private %s f%d = %s;" % (t, f, init))
+    L += ["    private final Map<String, List<Integer>> index = new TreeMap<>();",
+          "    private final List<Node<String>> nodes = new ArrayList<>();", "",
+          "    public static final class Node<T extends Comparable<T>> {",
+          "        final T key; final int weight; Node<T> next;",
+          "        Node(T key, int weight) { this.key = key; this.weight = weight; }",
+          "        int depth() { int d = 0; for (Node<T> n = this; n != null; n = n.next) d++; return d; }",
+          "    }", ""]
+    nm = rng.randrange(6, 12)
+    for m in range(nm):
+        kind = rng.randrange(5)
+        if kind == 0:
+            L += ["    public int m%d(int x, List<String> xs) {" % m,
+                  "        int acc = x;",
+                  "        for (int i = 0; i < xs.size(); i++) {",
+                  "            switch ((i + %d) %% 4) {" % m,
+                  "                case 0: acc += xs.get(i).length() * %d; break;" % rng.randrange(1, 50),
+                  "                case 1: acc ^= xs.get(i).hashCode() >>> %d; break;" % rng.randrange(1, 16),
+                  "                case 2: acc -= i * %d; break;" % rng.randrange(1, 9),
+                  "                default: acc = acc * 31 + i;",
+                  "            }",
+                  "        }",
+                  "        return acc;",
+                  "    }", ""]
+        elif kind == 1:
+            L += ["    public Map<Integer, List<String>> m%d(Collection<String> in) {" % m,
+                  "        return in.stream()",
+                  "            .filter(s -> s.length() > %d)" % rng.randrange(4),
+                  "            .map(s -> s + \"_%d_%d\")" % (idx, m),
+                  "            .collect(Collectors.groupingBy(String::length, TreeMap::new, Collectors.toList()));",
+                  "    }", ""]
+        elif kind == 2:
+            L += ["    public Optional<String> m%d(Function<String, Integer> f, String... keys) {" % m,
+                  "        BiFunction<String, Integer, String> join = (k, v) -> k + \":\" + v;",
+                  "        return Arrays.stream(keys).map(k -> join.apply(k, f.apply(k) + %d))" % rng.randrange(100),
+                  "            .sorted(Comparator.comparing(String::length).thenComparing(Comparator.reverseOrder()))",
+                  "            .reduce((a, b) -> a.length() > b.length() ? a : b);",
+                  "    }", ""]
+        elif kind == 3:
+            L += ["    public <T extends Comparable<T>> Node<T> m%d(List<T> keys) {" % m,
+                  "        Node<T> head = null;",
+                  "        for (T k : keys) {",
+                  "            Node<T> n = new Node<>(k, k.hashCode() & %d);" % (2 ** rng.randrange(3, 10) - 1),
+                  "            n.next = head; head = n;",
+                  "        }",
+                  "        return head;",
+                  "    }", ""]
+        else:
+            t = rng.choice(JAVA_TYPES)
+            L += ["    public String m%d(%s v, StringBuilder sb) {" % (m, t),
+                  "        sb.append(\"m%d\").append('=').append(v);" % m,
+                  "        if (sb.length() > %d) sb.setLength(%d);" % (rng.randrange(40, 200), rng.randrange(10, 40)),
+                  "        return String.format(\"%%s/%%d\", sb, sb.length());",
+                  "    }", ""]
+    calls = []
+    for o in other:
+        if o != idx:
+            calls.append("        total += new C%d().get().size();" % o)
+    L += ["    @Override public Map<String, List<Integer>> get() {",
+          "        index.computeIfAbsent(\"k\" + f0, k -> new ArrayList<>()).add(%d);" % idx,
+          "        return index;",
+          "    }", "",
+          "    @Override public int compareTo(%s o) { return Integer.compare(hashCode(), o.hashCode()); }" % name, "",
+          "    public int run() {",
+          "        int total = 0;"] + calls + [
+          "        total += nodes.size() + index.size();",
+          "        return total;",
+          "    }",
+          "}", ""]
+    return "\n".join(L)
+
+
+def gen_java(nclasses, outdir):
+    rng = random.Random(777)
+    npkg = max(1, nclasses // 25)
+    files = []
+    for idx in range(nclasses):
+        pkg = idx % npkg
+        d = os.path.join(outdir, "src", "bench", "p%d" % pkg)
+        os.makedirs(d, exist_ok=True)
+        path = os.path.join(d, "C%d.java" % idx)
+        with open(path, "w") as f:
+            f.write(java_class(rng, pkg, idx, nclasses, npkg))
+        files.append(os.path.abspath(path))
+    with open(os.path.join(outdir, "sources.txt"), "w") as f:
+        f.write("\n".join(files) + "\n")
+
+
+# ------------------------------------------------------------------------------ xz
+def gen_xz(mbytes, out):
+    """Log-like text (~12x under xz -6): lines built from a few hundred message templates
+    with changing timestamps, thread ids and durations, and now and then a block of CSV
+    records.  Repetitive enough that xz -6 runs at ~3 MB/s per thread here."""
+    rng = random.Random(9090)
+    syl = ("ka ri to mo na shi ve lo qua zen ex tri pol dar um ist ob ful gre ath ne wy or "
+           "bu ci pe sa ju xo").split()
+    vocab = sorted({"".join(rng.choice(syl) for _ in range(rng.randint(1, 4))) for _ in range(6000)})
+    msgs = [" ".join(rng.choice(vocab) for _ in range(rng.randrange(4, 14))) for _ in range(800)]
+    comps = vocab[:50]
+    levels = ["INFO"] * 8 + ["WARN", "DEBUG", "ERROR"]
+    limit = mbytes * 1000000 if mbytes > 0 else -mbytes * 1048576  # negative: MiB
+    n = 0
+    t = 1700000000
+    with open(out, "w") as f:
+        while n < limit:
+            if rng.randrange(40):
+                lines = []
+                for _ in range(64):
+                    t += rng.randrange(1, 20)
+                    lines.append("%d %s [%s] worker-%d: %s (%d ms)\n" % (
+                        t, rng.choice(levels), rng.choice(comps), rng.randrange(8), rng.choice(msgs),
+                        rng.randrange(20)))
+            else:
+                lines = ["%d,%s,%d.%d,%d\n" % (rng.randrange(10**4), rng.choice(comps), rng.randrange(100),
+                                               rng.randrange(10), rng.randrange(-50, 50)) for _ in range(64)]
+            block = "".join(lines)
+            if n + len(block) > limit:
+                block = block[: limit - n]
+            f.write(block)
+            n += len(block)
+
+
+# ------------------------------------------------------------------------------ main
+def main(argv):
+    if len(argv) < 3:
+        sys.exit(__doc__)
+    what = argv[1]
+    args = argv[2:]
+    target = args[-1]
+    stamp_path = (os.path.join(target, "sources.txt") if what == "java" else target) + ".stamp"
+    stamp = "v%d %s %s\n" % (VERSION, what, " ".join(args[:-1]))
+    try:
+        with open(stamp_path) as f:
+            if f.read() == stamp and os.path.exists(stamp_path[: -len(".stamp")]):
+                return 0
+    except OSError:
+        pass
+    if what == "pyalloc" and len(args) == 1:
+        gen_pyalloc(target)
+    elif what == "csrc" and len(args) == 1:
+        gen_csrc(target)
+    elif what == "lines" and len(args) == 2:
+        gen_lines(int(args[0]), target)
+    elif what == "java" and len(args) == 2:
+        if os.path.isdir(os.path.join(target, "src")):
+            import shutil
+            shutil.rmtree(os.path.join(target, "src"))
+        os.makedirs(target, exist_ok=True)
+        gen_java(int(args[0]), target)
+    elif what == "xz" and len(args) == 2:  # MBYTES may be negative (MiB)
+        gen_xz(int(args[0]), target)
+    else:
+        sys.exit(__doc__)
+    with open(stamp_path, "w") as f:
+        f.write(stamp)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
