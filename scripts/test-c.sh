@@ -63,7 +63,7 @@ if [ "$quick" = 0 ]; then
   )
 fi
 # tests the STATS/VERBOSE entry applies to (others compare stderr line by line)
-stats_tests=" test_api test_threads "
+stats_tests=" test_api test_threads test_stats test_introspect "
 
 passed=0
 failed=0

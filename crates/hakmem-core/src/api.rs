@@ -529,7 +529,7 @@ const M_ARENA_MAX: i32 = -8;
 /// - M_ARENA_MAX, M_ARENA_TEST: taken; hakmem has a heap per thread and
 ///   gives back what idle and exited threads hold, so there is no arena
 ///   count to bound.
-/// - M_CHECK_ACTION: bit 2 (abort) sets HAKMEM_ABORT_ON_ERROR.
+/// - M_CHECK_ACTION: its abort bit (value & 2) sets HAKMEM_ABORT_ON_ERROR.
 /// - anything else (M_MXFAST, M_TOP_PAD, M_PERTURB, ...): 0.
 pub fn mallopt(param: i32, value: i32) -> i32 {
     if guest::active() {
