@@ -36,6 +36,9 @@
  *                      40: "<stride>-byte block B (class C), offset 40, which is in use"
  *     slab-free-ro     the same after free(B) (tiny class, 200 B) ...
  *     slab-free-mid-ro ... and mid class (3000 B): "..., which is FREE (use after free?)"
+ *     slab-guard       a 4096-byte block made PROT_NONE by the program (a guard page)
+ *                      and written: its tag word is on the faulting page, so the
+ *                      report says "... which is not readable" instead of faulting
  *     segment-header   the segment's header page made read-only and written: "on a page
  *                      that holds no slab (free, or the header)"
  *     thread           a wild write from a second thread (which allocated first) into
@@ -380,6 +383,16 @@ static void run_case(const char *name, int hakmem)
         slab_case(200, 1);
     } else if (!strcmp(name, "slab-free-mid-ro")) {
         slab_case(3000, 1);
+    } else if (!strcmp(name, "slab-guard")) {
+        /* A program that guards part of its block with PROT_NONE: the block's
+         * tag word lies on the faulting page, so the report must not read it
+         * directly (a nested SIGSEGV would kill the process without a report). */
+        unsigned char *p = aligned_alloc(OS_PAGE, OS_PAGE);
+        if (!p) CHILD_FAIL("aligned_alloc(4096, 4096) failed");
+        size_t stride = malloc_usable_size(p);
+        if (mprotect(p, OS_PAGE, PROT_NONE) != 0) CHILD_FAIL("mprotect(PROT_NONE): %s", strerror(errno));
+        crash_at((uintptr_t)p + 100, "%zu-byte block %p (class {class}), offset 100, which is not readable", stride,
+                 (void *)p);
     } else if (!strcmp(name, "segment-header")) {
         if (!hakmem) { say("skip: hakmem's segment layout only\n"); exit(0); }
         unsigned char *p = live_block(64);
@@ -786,6 +799,7 @@ int main(int argc, char **argv)
     check_report_case("slab-live-ro", ENV_REPORT, SIGSEGV, R_ADDR);
     check_report_case("slab-free-ro", ENV_REPORT, SIGSEGV, R_ADDR);
     check_report_case("slab-free-mid-ro", ENV_REPORT, SIGSEGV, R_ADDR);
+    check_report_case("slab-guard", ENV_REPORT, SIGSEGV, R_ADDR);
     check_report_case("segment-header", ENV_REPORT, SIGSEGV, R_ADDR);
     check_report_case("thread", ENV_REPORT, SIGSEGV, R_ADDR | R_THREAD);
     check_report_case("no-heap-thread", ENV_REPORT, SIGSEGV, R_ADDR | R_THREAD | R_NOHEAP);

@@ -51,7 +51,9 @@
 #include <malloc.h>
 #include <pthread.h>
 #include <signal.h>
+#include <sys/auxv.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 
 typedef unsigned long long u64;
 
@@ -273,6 +275,17 @@ static void case_misuse(const char *dir)
     exit(0);
 }
 
+/* secure: a set-user-ID copy of this program: reports whether the loader put
+ * it in secure mode, allocates, exits (and would write its report). */
+static void case_secure(void)
+{
+    printf("secure %lu\n", getauxval(AT_SECURE));
+    free(opaque(malloc(100)));
+    printf("done\n");
+    fflush(stdout);
+    exit(0);
+}
+
 static void run_case(const char *name, const char *dir)
 {
     if (!strcmp(name, "work")) case_work(dir);
@@ -280,6 +293,7 @@ static void run_case(const char *name, const char *dir)
     if (!strcmp(name, "atexit-close")) case_atexit(0);
     if (!strcmp(name, "atexit-reopen")) case_atexit(1);
     if (!strcmp(name, "misuse")) case_misuse(dir);
+    if (!strcmp(name, "secure")) case_secure();
     child_die("unknown case");
 }
 
@@ -558,6 +572,54 @@ static int load_report(const char *dir, const char *name, int json, report_t *r)
 }
 
 static u64 max_u64(u64 a, u64 b) { return a > b ? a : b; }
+
+/* A set-user-ID program must not let whoever sets its environment create
+ * files with its rights: HAKMEM_STATS_FILE is refused in secure mode. Root
+ * only (it makes a copy of this program owned by nobody, mode 4755). */
+static void check_secure(void)
+{
+    if (geteuid() != 0) { printf("secure: skipped (needs root to make a set-user-ID copy)\n"); return; }
+    char dir[600], copy[700], cmd[4096], out[700], err[700];
+    snprintf(dir, sizeof dir, "%s/%02d-secure", top_dir, ++case_no);
+    /* nobody must be able to reach the directory and write in it */
+    if (chmod(top_dir, 0711) || mkdir(dir, 0777) || chmod(dir, 0777)) {
+        bad("secure: mkdir %s: %s", dir, strerror(errno));
+        return;
+    }
+    snprintf(copy, sizeof copy, "%s/copy", dir);
+    snprintf(out, sizeof out, "%s/out", dir);
+    snprintf(err, sizeof err, "%s/err", dir);
+    snprintf(cmd, sizeof cmd, "cp /proc/%d/exe %s && chown 65534:65534 %s && chmod 4755 %s", (int)getpid(), copy, copy,
+             copy);
+    if (system(cmd) != 0) { printf("secure: skipped (cannot make a set-user-ID copy)\n"); return; }
+    /* The copy runs as nobody: the directory is writable by it, so only the
+     * refusal keeps the report file from appearing. */
+    snprintf(cmd, sizeof cmd,
+             "TEST_STATS_CHILD=1 HAKMEM_STATS=1 HAKMEM_STATS_FILE=%s/leak.%%p %s --case secure %s %s >%s 2>%s", dir,
+             copy, dir, hakmem_mode ? "hakmem" : "system", out, err);
+    int st = system(cmd);
+    char *o = read_file(out, NULL), *e = read_file(err, NULL);
+    if (!WIFEXITED(st) || WEXITSTATUS(st) != 0 || !o || !strstr(o, "done\n")) {
+        bad("secure: the set-user-ID copy failed (status 0x%x)\n  stdout: %s\n  stderr: %s", st, o ? o : "",
+            e ? e : "");
+    } else if (!strstr(o, "secure 1")) {
+        printf("secure: skipped (the copy did not run in secure mode: a nosuid mount?)\n");
+    } else {
+        DIR *d = opendir(dir);
+        struct dirent *de;
+        while (d && (de = readdir(d)))
+            if (!strncmp(de->d_name, "leak.", 5)) bad("secure: %s/%s was created by a set-user-ID process", dir, de->d_name);
+        if (d) closedir(d);
+        /* Linked: hakmem says why it ignored the flag. Preloaded: the loader
+         * ignores LD_PRELOAD in secure mode, so hakmem is not there at all. */
+        const char *pre = getenv("LD_PRELOAD");
+        int linked = hakmem_mode && !(pre && strstr(pre, "libhakmem"));
+        if (linked && !(e && strstr(e, "hakmem: HAKMEM_STATS_FILE: ignored in a set-user-ID or set-group-ID process")))
+            bad("secure: no \"HAKMEM_STATS_FILE: ignored in a set-user-ID...\" line\n  stderr: %s", e ? e : "");
+    }
+    free(o);
+    free(e);
+}
 
 /* HAKMEM_LARGE_CACHE_MB of this run: 1 cache on (default 64 MiB, room for the
  * blocks here), 0 off, -1 some other value (only hits + misses are checked). */
@@ -919,6 +981,7 @@ int main(int argc, char **argv)
         check_atexit(1, 0);
         check_atexit(1, 1);
         check_misuse();
+        check_secure();
     } else {
         printf("glibc: workloads only; report checks skipped (run with argument \"hakmem\")\n");
     }

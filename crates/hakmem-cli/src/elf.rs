@@ -112,6 +112,11 @@ impl Endian {
 }
 
 fn read_at(f: &mut File, off: u64, len: usize) -> io::Result<Vec<u8>> {
+    // A malformed header may claim gigabytes: never allocate past the file.
+    let size = f.metadata()?.len();
+    if off.checked_add(len as u64).is_none_or(|end| end > size) {
+        return Err(malformed("a header points past the end of the file"));
+    }
     f.seek(SeekFrom::Start(off))?;
     let mut buf = vec![0; len];
     f.read_exact(&mut buf)?;

@@ -66,8 +66,11 @@ extern "C" fn forward_signal(sig: libc::c_int) {
         // SAFETY: kill is async-signal-safe and only sends a signal; `pid` is
         // the launcher's own child, not yet reaped while the handler is
         // installed (the guard is dropped right after the wait returns).
+        // errno is saved around it: the interrupted code may be reading it.
         unsafe {
+            let saved = *libc::__errno_location();
             libc::kill(pid, sig);
+            *libc::__errno_location() = saved;
         }
     }
 }

@@ -494,6 +494,10 @@ pub fn mallinfo() -> MallInfo {
 /// # Safety
 /// `stream` is a valid `FILE*` open for writing.
 pub unsafe fn malloc_info(options: i32, stream: *mut libc::FILE) -> i32 {
+    if guest::active() {
+        // SAFETY: forwarded.
+        return unsafe { guest::malloc_info(options, stream) };
+    }
     if options != 0 {
         os::set_errno(libc::EINVAL);
         return -1;
@@ -520,7 +524,8 @@ const M_ARENA_MAX: i32 = -8;
 
 /// `mallopt(param, value)`: glibc's parameters mapped to the nearest hakmem
 /// setting; 1 when taken, 0 when hakmem cannot honour it.
-/// - M_TRIM_THRESHOLD: free memory kept before purging (HAKMEM_PURGE_KB).
+/// - M_TRIM_THRESHOLD: free memory kept before purging (HAKMEM_PURGE_KB;
+///   -1, "never trim", keeps the most the flag allows).
 /// - M_MMAP_THRESHOLD: at most 256 KiB: large blocks are unmapped when
 ///   freed, as glibc's mmapped chunks are (HAKMEM_LARGE_CACHE_MB=0); above,
 ///   they are kept for reuse (the cache stays as configured). Blocks over
@@ -537,8 +542,10 @@ pub fn mallopt(param: i32, value: i32) -> i32 {
     }
     config::ensure_read();
     let taken = match param {
-        M_TRIM_THRESHOLD if value >= 0 => {
-            config::set(config::PURGE_KB, (value as usize / 1024).min(config::FLAGS[config::PURGE_KB].max));
+        M_TRIM_THRESHOLD => {
+            // -1 turns trimming off in glibc: keep as much as allowed.
+            let kb = if value < 0 { usize::MAX } else { value as usize / 1024 };
+            config::set(config::PURGE_KB, kb.min(config::FLAGS[config::PURGE_KB].max));
             true
         }
         M_MMAP_THRESHOLD if value >= 0 => {

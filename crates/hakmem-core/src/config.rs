@@ -296,8 +296,14 @@ fn read_flag(flag: &Flag) -> usize {
     }
 }
 
-/// Keep a path flag's value; 1 if kept, 0 if refused (empty or too long).
+/// Keep a path flag's value; 1 if kept, 0 if refused (empty, too long, or
+/// a set-user-ID process, where whoever set the environment must not get
+/// files created with the process's rights).
 fn keep_path(flag: &Flag, raw: &[u8]) -> usize {
+    if os::secure_mode() {
+        diag::line(format_args!("{}: ignored in a set-user-ID or set-group-ID process", flag.display_name()));
+        return 0;
+    }
     if raw.is_empty() || raw.len() > PATH_MAX {
         diag::line(format_args!(
             "{}: {} (expected a path of 1..={} bytes); ignored",

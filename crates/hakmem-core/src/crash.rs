@@ -41,8 +41,8 @@ unsafe impl Sync for Saved {}
 static SAVED: [Saved; 5] =
     [const { Saved { action: UnsafeCell::new(MaybeUninit::uninit()), state: AtomicU8::new(0) } }; 5];
 
-/// Set while a report is being written: a fault inside the report itself
-/// goes straight to the previous disposition.
+/// Set once a report has been written: the process is dying, and a second
+/// signal (another thread's, or the re-raised one) needs no second report.
 static REPORTING: AtomicBool = AtomicBool::new(false);
 
 /// Install the handlers over default dispositions (HAKMEM_CRASH_REPORT=1).
@@ -52,16 +52,17 @@ pub fn install() {
         if s.state.compare_exchange(0, 1, Ordering::Relaxed, Ordering::Relaxed).is_err() {
             continue;
         }
+        // Someone else handles it already: leave theirs in place (looked
+        // at first, so a live handler is never displaced, even briefly).
+        if !os::signal_is_default(sig) {
+            s.state.store(0, Ordering::Relaxed);
+            continue;
+        }
         match os::install_signal_handler(sig, on_fatal_signal) {
-            Some(old) if old.sa_sigaction == libc::SIG_DFL => {
+            Some(old) => {
                 // SAFETY: state 1 is ours alone; nobody reads `action` yet.
                 unsafe { (*s.action.get()).write(old) };
                 s.state.store(2, Ordering::Release);
-            }
-            Some(old) => {
-                // Someone else handles it already: leave theirs in place.
-                os::restore_signal_handler(sig, &old);
-                s.state.store(0, Ordering::Relaxed);
             }
             None => s.state.store(0, Ordering::Relaxed),
         }
@@ -120,7 +121,7 @@ fn report(sig: i32, addr: Option<usize>) {
             "  this thread's heap: {:p}; {}",
             h,
             if inside {
-                "the thread was inside hakmem (it holds its heap's lock): please report this as a hakmem bug"
+                "the thread was inside hakmem (it holds its heap's lock): after a hakmem: diagnostic above, the program corrupted its heap; without one, please report a hakmem bug"
             } else {
                 "the thread was not inside a hakmem slow path"
             }
@@ -183,12 +184,16 @@ fn describe_in_segment(a: usize) {
             "  fault address {a:#x}: in a slab of {stride}-byte blocks (class {class}), past its carved blocks: never handed out"
         ));
     }
-    // SAFETY: a carved block start in a mapped slab page: 16 readable bytes.
-    let free = unsafe { Block::is_free(block as *const Block) };
+    // The block's tag word is read through the kernel: the page may be the
+    // one that faulted (a guard page the program protected).
+    let state = match os::read_foreign_word(block + 8) {
+        Some(tag) if tag as u64 == Block::free_tag(block as *const Block) => "FREE (use after free?)",
+        Some(_) => "in use",
+        None => "not readable",
+    };
     diag::line(format_args!(
-        "  fault address {a:#x}: {stride}-byte block {block:#x} (class {class}), offset {}, which is {}",
-        a - block,
-        if free { "FREE (use after free?)" } else { "in use" }
+        "  fault address {a:#x}: {stride}-byte block {block:#x} (class {class}), offset {}, which is {state}",
+        a - block
     ));
 }
 

@@ -30,6 +30,7 @@ struct Table {
     malloc_trim: AtomicUsize,
     malloc_stats: AtomicUsize,
     mallopt: AtomicUsize,
+    malloc_info: AtomicUsize,
 }
 
 static PROCESS: Table = Table {
@@ -41,6 +42,7 @@ static PROCESS: Table = Table {
     malloc_trim: AtomicUsize::new(0),
     malloc_stats: AtomicUsize::new(0),
     mallopt: AtomicUsize::new(0),
+    malloc_info: AtomicUsize::new(0),
 };
 
 /// Is this copy a guest? Relaxed is enough: set by the load-time
@@ -101,6 +103,7 @@ pub fn decide_on_load() -> bool {
     p.malloc_trim.store(process_symbol(c"malloc_trim"), Ordering::Relaxed);
     p.malloc_stats.store(process_symbol(c"malloc_stats"), Ordering::Relaxed);
     p.mallopt.store(process_symbol(c"mallopt"), Ordering::Relaxed);
+    p.malloc_info.store(process_symbol(c"malloc_info"), Ordering::Relaxed);
     ACTIVE.store(true, Ordering::Release);
     let mut name = [0u8; 256];
     let owner = os::object_name(malloc, &mut name).unwrap_or("an unknown object");
@@ -140,6 +143,7 @@ type UsableFn = unsafe extern "C" fn(*mut libc::c_void) -> usize;
 type TrimFn = unsafe extern "C" fn(usize) -> i32;
 type StatsFn = unsafe extern "C" fn();
 type MalloptFn = unsafe extern "C" fn(i32, i32) -> i32;
+type MallocInfoFn = unsafe extern "C" fn(i32, *mut libc::FILE) -> i32;
 
 fn get(slot: &AtomicUsize) -> Option<usize> {
     let f = slot.load(Ordering::Relaxed);
@@ -234,4 +238,12 @@ pub fn mallopt(param: i32, value: i32) -> i32 {
     let Some(f) = get(&PROCESS.mallopt) else { return 0 };
     // SAFETY: the process's mallopt, with the C signature.
     guarded(|| unsafe { core::mem::transmute::<usize, MalloptFn>(f)(param, value) }).unwrap_or(0)
+}
+
+/// # Safety
+/// `stream` is a valid `FILE*` open for writing.
+pub unsafe fn malloc_info(options: i32, stream: *mut libc::FILE) -> i32 {
+    let Some(f) = get(&PROCESS.malloc_info) else { return -1 };
+    // SAFETY: the process's malloc_info, with the C signature; per contract.
+    guarded(|| unsafe { core::mem::transmute::<usize, MallocInfoFn>(f)(options, stream) }).unwrap_or(-1)
 }

@@ -244,7 +244,7 @@ impl Heap {
         let bin = &mut self.cache.bins[class];
         debug_assert!(bin.head.is_null());
         bin.head = chain;
-        bin.count = n;
+        bin.set_count(n);
         // SAFETY: a block just taken off a free list: ours, 16 bytes or more.
         unsafe {
             if config::check_mode() {
@@ -588,7 +588,7 @@ impl Heap {
             (*slab).push_local(b);
             // A full slab has room again; an emptied one goes to the back of
             // its class, so partly used slabs fill up first, and is released
-            // by the next `collect` if still empty then (a slab emptied and
+            // by a later collection if still empty then (a slab emptied and
             // refilled in a moment is not released, recreated and refaulted).
             if (*slab).used == 0 || (*slab).list == SlabList::Full {
                 self.move_to(slab, SlabList::Available);
@@ -720,11 +720,14 @@ impl Heap {
     /// The periodic collection: bounded work per class, so that a heap of
     /// thousands of slabs pays for what changed, not for its size.
     /// - Emptied slabs go to the back of their class's available list, so
-    ///   the tail is walked: empty ones are released (all but one per
-    ///   class), up to `COLLECT_LOOK` non-empty ones are passed over.
+    ///   the tail is walked: empty slabs are released (all but one per
+    ///   class), and so are slabs whose remote frees would empty them. Up to
+    ///   `COLLECT_LOOK` others are passed over and moved to the front, where
+    ///   refills take from (partly used slabs fill up first), so the next
+    ///   pass starts further in and successive passes go round the list.
     /// - The first `COLLECT_LOOK` full slabs take their remote frees (no
     ///   chain walk: their local lists are empty) and go to the back, so
-    ///   successive passes go round the list.
+    ///   successive passes go round that list too.
     ///
     /// Then aged or excess free pages are purged.
     fn collect_some(&mut self) -> usize {
@@ -734,9 +737,13 @@ impl Heap {
             let mut s = self.classes[class].available.tail;
             while !s.is_null() && passed < COLLECT_LOOK {
                 // SAFETY: slabs on our lists are owned by this heap; the
-                // previous pointer is read before `s` may be released.
+                // previous pointer is read before `s` is released or moved.
                 unsafe {
                     let prev = Queue::prev(s);
+                    let pending = (*s).remote.pending() as u32;
+                    if pending > 0 && pending == (*s).used {
+                        (*s).collect_remote();
+                    }
                     if (*s).used == 0 {
                         if kept_empty {
                             self.release_slab(s);
@@ -744,6 +751,9 @@ impl Heap {
                         kept_empty = true;
                     } else {
                         passed += 1;
+                        self.unlink(s);
+                        self.classes[class].available.push_front(s);
+                        (*s).list = SlabList::Available;
                     }
                     s = prev;
                 }
@@ -821,9 +831,9 @@ impl Heap {
     pub fn flush_cache(&mut self) {
         for class in 1..NUM_CLASSES {
             let bin = &mut self.cache.bins[class];
-            let (chain, n) = (bin.head, bin.count);
+            let (chain, n) = (bin.head, bin.count());
             bin.head = ptr::null_mut();
-            bin.count = 0;
+            bin.set_count(0);
             if n > 0 {
                 // SAFETY: the bin's blocks are free blocks we give back.
                 unsafe { self.free_chain(chain, n, class) };
@@ -839,9 +849,9 @@ impl Heap {
     pub fn flush_cache_checked(&mut self) {
         for class in 1..NUM_CLASSES {
             let bin = &mut self.cache.bins[class];
-            let (mut p, count) = (bin.head, bin.count);
+            let (mut p, count) = (bin.head, bin.count());
             bin.head = ptr::null_mut();
-            bin.count = 0;
+            bin.set_count(0);
             for _ in 0..count {
                 if !is_free_block_of(p, class) {
                     break;
@@ -881,6 +891,25 @@ impl Heap {
             *c = ClassSlabs { available: Queue::new(), full: Queue::new() };
         }
         self.dirty_bytes = 0;
+    }
+
+    /// Slabs of `class` on this heap's lists, and how many of them are
+    /// empty (tests).
+    #[cfg(test)]
+    pub fn slabs_of(&self, class: usize) -> (usize, usize) {
+        let c = &self.classes[class];
+        let (mut n, mut empty) = (0, 0);
+        for mut s in [c.available.head, c.full.head] {
+            while !s.is_null() {
+                n += 1;
+                // SAFETY: slabs on our lists are valid.
+                unsafe {
+                    empty += ((*s).used == 0) as usize;
+                    s = Queue::next(s);
+                }
+            }
+        }
+        (n, empty)
     }
 
     /// Check every owned segment and slab (tests and debug builds).

@@ -87,7 +87,7 @@ pub fn alloc(size: usize, align: usize) -> (*mut u8, bool) {
     }
     if !page_map::set_large(p as usize, chunks_for(bytes), Entry::LargeHead { pages }) {
         // SAFETY: just mapped, never published.
-        unsafe { os::unmap(p, bytes) };
+        unsafe { os::unmap_unused(p, bytes) };
         return (ptr::null_mut(), false);
     }
     if align <= CHUNK {
@@ -279,7 +279,7 @@ unsafe fn move_grow(p: *mut u8, old_bytes: usize, new_bytes: usize) -> *mut u8 {
     // has moved cannot fail; nothing is published before.
     if !page_map::set_large(d, new_chunks, Entry::Foreign) {
         // SAFETY: just mapped, never published.
-        unsafe { os::unmap(dest, new_bytes) };
+        unsafe { os::unmap_unused(dest, new_bytes) };
         return ptr::null_mut();
     }
     // The old range stops being ours the moment it is moved away.
@@ -291,13 +291,13 @@ unsafe fn move_grow(p: *mut u8, old_bytes: usize, new_bytes: usize) -> *mut u8 {
         // The kernel may have unmapped the start of the reservation already
         // (someone else may map there now): give back only the rest.
         // SAFETY: the part of our reservation the move never touches.
-        unsafe { os::unmap((d + old_bytes) as *mut u8, new_bytes - old_bytes) };
+        unsafe { os::unmap_unused((d + old_bytes) as *mut u8, new_bytes - old_bytes) };
         return ptr::null_mut();
     }
     // SAFETY: the rest of our reservation, unused; then the moved block,
     // grown in place over the range just given up.
     let one_mapping = unsafe {
-        os::unmap((d + old_bytes) as *mut u8, new_bytes - old_bytes);
+        os::unmap_unused((d + old_bytes) as *mut u8, new_bytes - old_bytes);
         !os::remap(dest, old_bytes, new_bytes, ptr::null_mut()).is_null()
     };
     if !one_mapping && os::map_at(d + old_bytes, new_bytes - old_bytes) != os::MapAt::Mapped {

@@ -193,12 +193,12 @@ pub unsafe fn unmap(p: *mut u8, size: usize) {
     RETURNED.fetch_add(size, Ordering::Relaxed);
 }
 
-/// Unmap what a mapping primitive mapped and did not hand out (not memory
-/// given back, for the statistics).
+/// Unmap what was mapped and never used (a reservation's rest, a mapping
+/// that lost a race): not memory given back, for the statistics.
 ///
 /// # Safety
 /// As for [`unmap`].
-unsafe fn unmap_unused(p: *mut u8, size: usize) {
+pub unsafe fn unmap_unused(p: *mut u8, size: usize) {
     // SAFETY: caller guarantees the range is ours and unused.
     let rc = unsafe { libc::munmap(p as *mut libc::c_void, size) };
     debug_assert_eq!(rc, 0);
@@ -784,7 +784,16 @@ pub fn fd_unchanged(id: FdIdentity) -> bool {
     identity(id.fd) == Some((id.dev, id.ino))
 }
 
-/// Create (or truncate) the file at `path` (NUL-terminated) for writing.
+/// Does the process run in secure-execution mode (set-user-ID,
+/// set-group-ID or file capabilities: AT_SECURE)? Then the environment
+/// comes from someone with fewer rights than the process.
+pub fn secure_mode() -> bool {
+    // SAFETY: getauxval has no preconditions.
+    unsafe { libc::getauxval(libc::AT_SECURE) != 0 }
+}
+
+/// Create (or truncate) the file at `path` (NUL-terminated) for writing;
+/// a symbolic link as the last component is refused.
 pub fn create_file(path: &[u8]) -> Option<i32> {
     debug_assert_eq!(path.last(), Some(&0));
     let saved = errno();
@@ -792,7 +801,7 @@ pub fn create_file(path: &[u8]) -> Option<i32> {
     let fd = unsafe {
         libc::open(
             path.as_ptr() as *const libc::c_char,
-            libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC | libc::O_CLOEXEC,
+            libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC | libc::O_CLOEXEC | libc::O_NOFOLLOW,
             0o644,
         )
     };
@@ -885,6 +894,15 @@ pub fn install_signal_handler(
         libc::sigemptyset(&mut new.sa_mask);
         let mut old: libc::sigaction = core::mem::zeroed();
         (libc::sigaction(sig, &new, &mut old) == 0).then_some(old)
+    }
+}
+
+/// Is the disposition of `sig` the default one?
+pub fn signal_is_default(sig: i32) -> bool {
+    // SAFETY: a null new action only queries.
+    unsafe {
+        let mut cur: libc::sigaction = core::mem::zeroed();
+        libc::sigaction(sig, ptr::null(), &mut cur) == 0 && cur.sa_sigaction == libc::SIG_DFL
     }
 }
 

@@ -166,15 +166,20 @@ pub fn set(addr: usize, entry: Entry) -> bool {
             Ok(_) => leaf = fresh,
             Err(winner) => {
                 // SAFETY: `fresh` was never published.
-                unsafe { os::unmap(fresh as *mut u8, core::mem::size_of::<Leaf>()) };
+                unsafe { os::unmap_unused(fresh as *mut u8, core::mem::size_of::<Leaf>()) };
                 leaf = winner;
             }
         }
     }
     // SAFETY: the leaf is published and permanent; `idx < LEAF_LEN`.
     unsafe { (*leaf)[idx].store(entry.encode(), Ordering::Release) };
-    // `top < TOP_LEN`, so the chunk index is below CHUNKS.
-    SEGMENT_CHUNKS[addr >> CHUNK_SHIFT].store((entry == Entry::Segment) as u8, Ordering::Release);
+    // `top < TOP_LEN`, so the chunk index is below CHUNKS. Written only
+    // when it changes, so large blocks do not touch the map's pages.
+    let byte = &SEGMENT_CHUNKS[addr >> CHUNK_SHIFT];
+    let is_segment = (entry == Entry::Segment) as u8;
+    if byte.load(Ordering::Relaxed) != is_segment {
+        byte.store(is_segment, Ordering::Release);
+    }
     true
 }
 

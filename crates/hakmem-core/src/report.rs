@@ -14,7 +14,6 @@
 //! Everything is formatted into stack buffers: no allocation.
 
 use core::fmt::{self, Write};
-use core::ptr;
 use core::sync::atomic::{AtomicI32, AtomicU64, Ordering};
 
 use crate::config;
@@ -48,6 +47,8 @@ pub struct Snapshot {
     pub in_use: u64,
     pub peak: u64,
     pub mapped: u64,
+    /// The process's resident memory (read by reports only, not by
+    /// `mallinfo2`, which some programs call often).
     pub resident: u64,
     pub returned: u64,
     pub live_heaps: u64,
@@ -64,19 +65,27 @@ pub fn snapshot() -> Snapshot {
     let mut allocs = [0u64; NUM_CLASSES];
     let mut frees = [0u64; NUM_CLASSES];
     let mut cached = [0u64; NUM_CLASSES];
-    let mut requested = FOLDED.requested.load(Ordering::Relaxed);
-    for c in 0..NUM_CLASSES {
-        out[c] = FOLDED.out[c].load(Ordering::Relaxed);
-        allocs[c] = FOLDED.allocs[c].load(Ordering::Relaxed);
-        frees[c] = FOLDED.frees[c].load(Ordering::Relaxed);
+    let mut requested = 0u64;
+    // The folded counts are read under the registry lock (in the first
+    // visit), so that a heap destroyed meanwhile is counted once: folded
+    // and unregistered together.
+    fn read_folded(requested: &mut u64, out: &mut [u64], allocs: &mut [u64], frees: &mut [u64]) {
+        *requested = requested.wrapping_add(FOLDED.requested.load(Ordering::Relaxed));
+        for c in 0..NUM_CLASSES {
+            out[c] = out[c].wrapping_add(FOLDED.out[c].load(Ordering::Relaxed));
+            allocs[c] = allocs[c].wrapping_add(FOLDED.allocs[c].load(Ordering::Relaxed));
+            frees[c] = frees[c].wrapping_add(FOLDED.frees[c].load(Ordering::Relaxed));
+        }
     }
     let mut live_heaps = 0;
     heap::visit(usize::MAX, |h| {
+        if live_heaps == 0 {
+            read_folded(&mut requested, &mut out, &mut allocs, &mut frees);
+        }
         live_heaps += 1;
         // SAFETY: a registered heap (the registry is locked, so it is not
-        // destroyed meanwhile). Its counters are atomics; its bins' counts
-        // are aligned u32s written by their owner, read here for a figure
-        // of the moment (a stale count skews a statistic, nothing else).
+        // destroyed meanwhile). Its counters and its bins' counts are
+        // atomics written by their owner: a figure of the moment.
         unsafe {
             let k = &(*h).counters;
             requested = requested.wrapping_add(k.requested.get());
@@ -84,11 +93,15 @@ pub fn snapshot() -> Snapshot {
                 out[c] = out[c].wrapping_add(k.out[c].get());
                 allocs[c] = allocs[c].wrapping_add(k.allocs[c].get());
                 frees[c] = frees[c].wrapping_add(k.frees[c].get());
-                cached[c] += ptr::read_volatile(&raw const (*h).cache.bins[c].count) as u64;
+                cached[c] += (*h).cache.bins[c].count() as u64;
             }
         }
         Visited::Keep
     });
+    if live_heaps == 0 {
+        // No heap: none can be destroyed between the two reads either.
+        read_folded(&mut requested, &mut out, &mut allocs, &mut frees);
+    }
     let mut s = Snapshot {
         counting,
         classes: [ClassFigures::default(); NUM_CLASSES],
@@ -100,7 +113,7 @@ pub fn snapshot() -> Snapshot {
         in_use: 0,
         peak: clamp(LIVE.total_peak.load(Ordering::Relaxed)),
         mapped: load(&os::MAPPED),
-        resident: os::resident_bytes() as u64,
+        resident: 0,
         returned: load(&os::RETURNED),
         live_heaps,
     };
@@ -215,13 +228,15 @@ pub fn keep_stderr() {
     }
 }
 
-/// Where the report goes: (fd, close it afterwards).
-fn destination() -> (i32, bool) {
+/// Where the report goes: (fd, close it afterwards); None when stderr was
+/// closed and its number reused for something else (the report is dropped
+/// rather than written into the program's file).
+fn destination() -> Option<(i32, bool)> {
     let mut path = [0u8; config::PATH_MAX + 1];
     if let Some(p) = config::stats_file(&mut path) {
         let mut expanded = [0u8; config::PATH_MAX + 24];
         match expand_pid(p, os::getpid(), &mut expanded).and_then(os::create_file) {
-            Some(fd) => return (fd, true),
+            Some(fd) => return Some((fd, true)),
             None => crate::diag::line(format_args!(
                 "HAKMEM_STATS_FILE={}: cannot create the file; reporting to stderr",
                 core::str::from_utf8(&p[..p.len() - 1]).unwrap_or("<not UTF-8>")
@@ -229,17 +244,11 @@ fn destination() -> (i32, bool) {
         }
     }
     let fd = KEPT_FD.load(Ordering::Relaxed);
-    if fd >= 0 {
-        let id = os::FdIdentity {
-            fd,
-            dev: KEPT_DEV.load(Ordering::Relaxed),
-            ino: KEPT_INO.load(Ordering::Relaxed),
-        };
-        if os::fd_unchanged(id) {
-            return (fd, false);
-        }
+    if fd < 0 {
+        return Some((2, false)); // nothing kept: stderr as it is
     }
-    (2, false)
+    let (dev, ino) = (KEPT_DEV.load(Ordering::Relaxed), KEPT_INO.load(Ordering::Relaxed));
+    [fd, 2].into_iter().find(|&fd| os::fd_unchanged(os::FdIdentity { fd, dev, ino })).map(|fd| (fd, false))
 }
 
 /// `path` (NUL-terminated) with every `%p` replaced by `pid` (and `%%` by
@@ -290,8 +299,9 @@ fn decimal(mut v: u64, buf: &mut [u8; 20]) -> &[u8] {
 
 /// Print the report where it goes (text or JSON, per HAKMEM_STATS).
 pub fn print() {
-    let s = snapshot();
-    let (fd, close) = destination();
+    let mut s = snapshot();
+    s.resident = os::resident_bytes() as u64;
+    let Some((fd, close)) = destination() else { return };
     let mut w = FdWriter::new(fd);
     let mut exe = [0u8; 256];
     let exe = os::exe_path(&mut exe).unwrap_or("?");
@@ -305,7 +315,7 @@ pub fn print() {
 /// In guest mode (another allocator serves the process): a report that
 /// says so, for tools that check which allocator served a program.
 pub fn print_guest() {
-    let (fd, close) = destination();
+    let Some((fd, close)) = destination() else { return };
     let mut w = FdWriter::new(fd);
     let pid = os::getpid();
     let _ = if config::stats_json() {

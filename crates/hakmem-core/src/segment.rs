@@ -505,7 +505,7 @@ pub fn acquire() -> *mut Segment {
     }
     if !page_map::set(seg as usize, Entry::Segment) {
         // SAFETY: just mapped, not published.
-        unsafe { os::unmap(seg as *mut u8, FIRST_MAPPED_PAGES * SLAB_PAGE) };
+        unsafe { os::unmap_unused(seg as *mut u8, FIRST_MAPPED_PAGES * SLAB_PAGE) };
         return ptr::null_mut();
     }
     stats::count(&STATS.segments_mapped);

@@ -561,3 +561,65 @@ fn an_unmapped_segments_header_stays_readable_for_two_epochs() {
     // SAFETY: our probe mapping.
     unsafe { os::unmap(base as *mut u8, os::PAGE) };
 }
+
+/// The periodic collection must not stop for good behind slabs it passes
+/// over: a thread that freed most of a class (keeping a few blocks spread
+/// over its slabs, and with half of the rest freed by another thread into
+/// the slabs' remote lists) and then works in another class only gives the
+/// emptied slabs back.
+#[test]
+fn the_periodic_collection_goes_round_and_takes_remote_frees() {
+    const N: usize = 40_000;
+    let class = class_of(256);
+    thread::spawn(move || {
+        let blocks: Vec<usize> = (0..N).map(|_| api::malloc(256) as usize).collect();
+        let mut slabs_before = 0;
+        with_my_heap(|h| slabs_before = h.slabs_of(class).0);
+        // Every 1000th block stays; of the rest, odd ones are freed by
+        // another thread (remote frees), even ones here.
+        let remote: Vec<usize> =
+            blocks.iter().enumerate().filter(|(i, _)| i % 1000 != 0 && i % 2 == 1).map(|(_, &b)| b).collect();
+        thread::spawn(move || {
+            for b in remote {
+                // SAFETY: live blocks handed to this thread.
+                unsafe { api::free(b as *mut u8) };
+            }
+        })
+        .join()
+        .unwrap();
+        for (i, &b) in blocks.iter().enumerate() {
+            if i % 1000 != 0 && i % 2 == 0 {
+                // SAFETY: live blocks of this thread.
+                unsafe { api::free(b as *mut u8) };
+            }
+        }
+        // The blocks this thread's cache holds go back to their slabs.
+        with_my_heap(|h| h.flush_cache());
+        // Work in another class only: slow-path events drive collections.
+        for _ in 0..400 {
+            let v: Vec<usize> = (0..300).map(|_| api::malloc(48) as usize).collect();
+            for b in v {
+                // SAFETY: live blocks of this thread.
+                unsafe { api::free(b as *mut u8) };
+            }
+        }
+        let (mut slabs_after, mut empty) = (0, 0);
+        with_my_heap(|h| (slabs_after, empty) = h.slabs_of(class));
+        // 40 blocks kept: at most 40 slabs hold them, plus one kept empty.
+        assert!(slabs_before > 100, "{slabs_before} slabs for {N} blocks of 256 B");
+        assert!(
+            slabs_after <= N / 1000 + 1 && empty <= 1,
+            "{slabs_after} of {slabs_before} slabs left ({empty} empty) with {} blocks live",
+            N / 1000
+        );
+        check_my_heap();
+        for (i, &b) in blocks.iter().enumerate() {
+            if i % 1000 == 0 {
+                // SAFETY: the blocks kept.
+                unsafe { api::free(b as *mut u8) };
+            }
+        }
+    })
+    .join()
+    .unwrap();
+}

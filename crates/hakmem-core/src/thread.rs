@@ -148,6 +148,14 @@ fn counting() -> bool {
     config::stats_enabled()
 }
 
+/// Counting mode found a thread whose fast paths still see its heap (it got
+/// the heap before the flags were read): from now on they see the empty one.
+fn count_from_now_on(h: *mut Heap) {
+    if current() != empty() {
+        set_own(h);
+    }
+}
+
 /// Count one free done without a heap; true once there were enough.
 fn frees_without_heap_reached() -> bool {
     let n: u32;
@@ -218,6 +226,7 @@ pub fn alloc_slow(class: usize, size: usize) -> *mut u8 {
         }
     }
     if counting() {
+        count_from_now_on(h);
         // SAFETY: this thread's heap; only this thread uses its cache.
         unsafe {
             let b = (*h).cache.pop(class);
@@ -267,6 +276,7 @@ pub unsafe fn free_slow(b: *mut Block, class: usize) {
             if h == empty() {
                 stats::counted_free(None, class);
             } else {
+                count_from_now_on(h);
                 stats::counted_free(Some(&(*h).counters), class);
                 if (*h).cache.push(b, class, Block::free_tag(b)) {
                     return;
@@ -317,6 +327,9 @@ fn process_start() {
 /// Give the calling thread a heap of its own. Null when out of memory.
 fn thread_start() -> *mut Heap {
     process_start();
+    // The flags decide counting mode; a thread may start before the
+    // process's first reader has finished (cheap once they are final).
+    config::ensure_read();
     reclaim::before_thread_start();
     let h = heap::create(os::gettid());
     if h.is_null() {

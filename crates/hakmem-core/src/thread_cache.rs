@@ -7,6 +7,7 @@
 //! without its exit hook, another thread can still give the blocks back.
 
 use core::ptr;
+use core::sync::atomic::{AtomicU32, Ordering};
 
 use crate::config;
 use crate::size_class::{is_tiny, CLASS_SLOTS, NUM_CLASSES, STRIDE};
@@ -15,8 +16,22 @@ use crate::slab::{corrupted, plausible_link, Block};
 #[repr(C)]
 pub struct Bin {
     pub head: *mut Block,
-    pub count: u32,
+    /// Blocks on the list. Only the owner writes it; an atomic (relaxed:
+    /// plain moves) because statistics read it from other threads.
+    count: AtomicU32,
     pub cap: u32,
+}
+
+impl Bin {
+    #[inline(always)]
+    pub fn count(&self) -> u32 {
+        self.count.load(Ordering::Relaxed)
+    }
+
+    #[inline(always)]
+    pub fn set_count(&self, n: u32) {
+        self.count.store(n, Ordering::Relaxed);
+    }
 }
 
 #[repr(C)]
@@ -27,7 +42,9 @@ pub struct ThreadCache {
 impl ThreadCache {
     /// Every bin empty, with capacity 0.
     pub const fn new() -> ThreadCache {
-        ThreadCache { bins: [const { Bin { head: ptr::null_mut(), count: 0, cap: 0 } }; CLASS_SLOTS] }
+        ThreadCache {
+            bins: [const { Bin { head: ptr::null_mut(), count: AtomicU32::new(0), cap: 0 } }; CLASS_SLOTS],
+        }
     }
 
     /// Pop a block of `class`; null when the bin is empty. The block's tag
@@ -44,7 +61,7 @@ impl ThreadCache {
                     corrupted(b);
                 }
                 bin.head = next;
-                bin.count -= 1;
+                bin.set_count(bin.count() - 1);
                 (*b).tag = 0;
             }
         }
@@ -59,7 +76,8 @@ impl ThreadCache {
     #[inline(always)]
     pub unsafe fn push(&mut self, b: *mut Block, class: usize, tag: u64) -> bool {
         let bin = &mut self.bins[class];
-        if bin.count >= bin.cap {
+        let count = bin.count();
+        if count >= bin.cap {
             return false;
         }
         // SAFETY: the caller gives us `b`.
@@ -68,7 +86,7 @@ impl ThreadCache {
             Block::set_next(b, bin.head);
         }
         bin.head = b;
-        bin.count += 1;
+        bin.set_count(count + 1);
         true
     }
 
@@ -76,10 +94,11 @@ impl ThreadCache {
     /// and return the rest as a chain with its length.
     pub fn take_surplus(&mut self, class: usize, keep: u32) -> (*mut Block, u32) {
         let bin = &mut self.bins[class];
-        if bin.count <= keep {
+        let count = bin.count();
+        if count <= keep {
             return (ptr::null_mut(), 0);
         }
-        let n = bin.count - keep;
+        let n = count - keep;
         let chain = if keep == 0 {
             core::mem::replace(&mut bin.head, ptr::null_mut())
         } else {
@@ -94,7 +113,7 @@ impl ThreadCache {
                 c
             }
         };
-        bin.count = keep;
+        bin.set_count(keep);
         (chain, n)
     }
 
