@@ -763,6 +763,46 @@ def write_svg(path, benches, allocs, meta):
 
 
 # --------------------------------------------------------------------------- main
+README_BEGIN = "<!-- results:begin (written by scripts/bench_report.py) -->"
+README_END = "<!-- results:end -->"
+
+
+def write_readme_results(readme, benches, meta):
+    """The README's results table: hakmem against the best peer per benchmark,
+    between the README_BEGIN and README_END markers (left alone if absent)."""
+    try:
+        with open(readme) as f:
+            text = f.read()
+    except OSError:
+        return False
+    i, j = text.find(README_BEGIN), text.find(README_END)
+    if i < 0 or j < i:
+        return False
+    t = targets(benches)
+    date = (meta.get("date_start") or "?").split(" ")[0]
+    L = [README_BEGIN, "",
+         "From `make bench` of %s (hakmem %s; %s interleaved rounds, medians; every allocator through "
+         "`LD_PRELOAD`). Speed: hakmem / the fastest of the seven peers (> 1: hakmem faster); RSS: hakmem's "
+         "peak / the leanest peer's (< 1: hakmem smaller). Details, versions and commands: "
+         "[docs/BENCHMARKS.md](docs/BENCHMARKS.md)." % (date, meta.get("hakmem_rev", "?"), meta.get("runs", "?")),
+         "",
+         "| benchmark | threads | hakmem | fastest peer | speed | RSS |",
+         "| --- | --- | --- | --- | --- | --- |"]
+    for n, b in benches.items():
+        h = b["stats"].get(HAKMEM, {})
+        best = b["best"]
+        L.append("| %s | %s | %s | %s | %s | %s |" % (
+            n, b["threads"],
+            fmt_metric(h.get("med"), b["metric"]) if "med" in h else "FAIL",
+            "%s %s" % (name(best), fmt_metric(b["stats"][best]["med"], b["metric"])) if best else "-",
+            fmt_ratio(h.get("speed")), fmt_ratio(h.get("rss_ratio"))))
+    L += ["", "Geometric mean of the speed ratio at 1-2 threads: %s." % fmt_ratio(geomean(t["speed12"])), "",
+          README_END]
+    with open(readme, "w") as f:
+        f.write(text[:i] + "\n".join(L) + text[j + len(README_END):])
+    return True
+
+
 def main():
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -798,6 +838,9 @@ def main():
 
     # short summary on the terminal
     print("bench_report.py: wrote %s, %s, %s" % (md, csv_path, svg))
+    if os.path.abspath(args.out_dir) == os.path.join(root, "docs") and write_readme_results(
+            os.path.join(root, "README.md"), benches, meta):
+        print("bench_report.py: updated the results table in README.md")
     print("%-20s %14s %8s %8s %30s %8s" % ("benchmark", "hakmem", "speed", "linked", "best peer", "RSS"))
     for n, b in benches.items():
         h = b["stats"].get(HAKMEM, {})
