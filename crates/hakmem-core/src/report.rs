@@ -336,6 +336,86 @@ pub fn print_guest() {
     }
 }
 
+/// A line of the report past the classes: its JSON object's name, its text
+/// (each `{}` stands for the next value) and its fields' JSON keys.
+struct Group {
+    name: &'static str,
+    text: &'static str,
+    keys: &'static [&'static str],
+    values: [u64; 9],
+}
+
+/// The large tier, threads, slow paths and misuse, for both formats.
+fn groups(s: &Snapshot) -> [Group; 4] {
+    let (l, t, m) = (&LARGE, &STATS, &MISUSE);
+    [
+        Group {
+            name: "large",
+            text: "large: {} allocations, {} frees, {} in use ({} bytes, peak {}); cache {} hits, {} misses; realloc {} grown in place, {} moved",
+            keys: &["allocs", "frees", "in_use", "in_use_bytes", "peak_in_use_bytes", "cache_hits", "cache_misses", "grown_in_place", "moved"],
+            values: [
+                load(&l.allocs),
+                load(&l.frees),
+                load(&l.live_blocks),
+                load(&l.live_bytes),
+                load(&l.peak_bytes),
+                load(&l.cache_hits),
+                load(&l.cache_misses),
+                load(&l.grown_in_place),
+                load(&l.moved),
+            ],
+        },
+        Group {
+            name: "threads",
+            text: "threads: {} heaps created, {} live, {} threads ended, {} heaps reaped after their thread died; segments {} abandoned, {} adopted",
+            keys: &["heaps_created", "heaps_live", "threads_ended", "heaps_reaped", "segments_abandoned", "segments_adopted"],
+            values: [
+                load(&t.heaps_created),
+                s.live_heaps,
+                load(&t.threads_ended),
+                load(&t.heaps_reaped),
+                load(&t.segments_abandoned),
+                load(&t.segments_adopted),
+                0,
+                0,
+                0,
+            ],
+        },
+        Group {
+            name: "slow_paths",
+            text: "slow paths: {} refills, {} flushes, {} purges, {} segments mapped, {} unmapped, {} malloc_trim calls, {} foreign frees, {} mmap failures",
+            keys: &["refills", "flushes", "purges", "segments_mapped", "segments_unmapped", "trims", "foreign_frees", "map_failures"],
+            values: [
+                load(&t.refills),
+                load(&t.flushes),
+                load(&t.purges),
+                load(&t.segments_mapped),
+                load(&t.segments_unmapped),
+                load(&t.trims),
+                load(&t.foreign_frees),
+                load(&t.map_failures),
+                0,
+            ],
+        },
+        Group {
+            name: "misuse",
+            text: "misuse: {} invalid pointers, {} double frees, {} uses after free, {} writes after free, {} size mismatches",
+            keys: &["invalid_pointer", "double_free", "use_after_free", "write_after_free", "size_mismatch"],
+            values: [
+                load(&m.invalid_pointer),
+                load(&m.double_free),
+                load(&m.use_after_free),
+                load(&m.write_after_free),
+                load(&m.size_mismatch),
+                0,
+                0,
+                0,
+                0,
+            ],
+        },
+    ]
+}
+
 fn text(w: &mut FdWriter, s: &Snapshot, exe: &str) -> fmt::Result {
     let pid = os::getpid();
     writeln!(w, "hakmem: statistics of pid {pid} ({exe})")?;
@@ -369,53 +449,17 @@ fn text(w: &mut FdWriter, s: &Snapshot, exe: &str) -> fmt::Result {
             c, STRIDE[c], f.allocs, f.frees, f.remote_frees, f.slabs, f.in_use_bytes, f.peak_bytes
         )?;
     }
-    let l = &LARGE;
-    writeln!(
-        w,
-        "hakmem:   large: {} allocations, {} frees, {} in use ({} bytes, peak {}); cache {} hits, {} misses; realloc {} grown in place, {} moved",
-        load(&l.allocs),
-        load(&l.frees),
-        load(&l.live_blocks),
-        load(&l.live_bytes),
-        load(&l.peak_bytes),
-        load(&l.cache_hits),
-        load(&l.cache_misses),
-        load(&l.grown_in_place),
-        load(&l.moved)
-    )?;
-    let t = &STATS;
-    writeln!(
-        w,
-        "hakmem:   threads: {} heaps created, {} live, {} threads ended, {} heaps reaped after their thread died; segments {} abandoned, {} adopted",
-        load(&t.heaps_created),
-        s.live_heaps,
-        load(&t.threads_ended),
-        load(&t.heaps_reaped),
-        load(&t.segments_abandoned),
-        load(&t.segments_adopted)
-    )?;
-    writeln!(
-        w,
-        "hakmem:   slow paths: {} refills, {} flushes, {} purges, {} segments mapped, {} unmapped, {} malloc_trim calls, {} foreign frees, {} mmap failures",
-        load(&t.refills),
-        load(&t.flushes),
-        load(&t.purges),
-        load(&t.segments_mapped),
-        load(&t.segments_unmapped),
-        load(&t.trims),
-        load(&t.foreign_frees),
-        load(&t.map_failures)
-    )?;
-    let m = &MISUSE;
-    writeln!(
-        w,
-        "hakmem:   misuse: {} invalid pointers, {} double frees, {} uses after free, {} writes after free, {} size mismatches",
-        load(&m.invalid_pointer),
-        load(&m.double_free),
-        load(&m.use_after_free),
-        load(&m.write_after_free),
-        load(&m.size_mismatch)
-    )
+    for g in groups(s) {
+        w.write_str("hakmem:   ")?;
+        for (i, piece) in g.text.split("{}").enumerate() {
+            if i > 0 {
+                write!(w, "{}", g.values[i - 1])?;
+            }
+            w.write_str(piece)?;
+        }
+        w.write_char('\n')?;
+    }
+    Ok(())
 }
 
 /// A JSON string value (quotes, backslashes and control bytes escaped).
@@ -467,53 +511,14 @@ fn json(w: &mut FdWriter, s: &Snapshot, exe: &str, newline: bool) -> fmt::Result
         )?;
     }
     w.write_char(']')?;
-    let l = &LARGE;
-    write!(
-        w,
-        ",\"large\":{{\"allocs\":{},\"frees\":{},\"in_use\":{},\"in_use_bytes\":{},\"peak_in_use_bytes\":{},\"cache_hits\":{},\"cache_misses\":{},\"grown_in_place\":{},\"moved\":{}}}",
-        load(&l.allocs),
-        load(&l.frees),
-        load(&l.live_blocks),
-        load(&l.live_bytes),
-        load(&l.peak_bytes),
-        load(&l.cache_hits),
-        load(&l.cache_misses),
-        load(&l.grown_in_place),
-        load(&l.moved)
-    )?;
-    let t = &STATS;
-    write!(
-        w,
-        ",\"threads\":{{\"heaps_created\":{},\"heaps_live\":{},\"threads_ended\":{},\"heaps_reaped\":{},\"segments_abandoned\":{},\"segments_adopted\":{}}}",
-        load(&t.heaps_created),
-        s.live_heaps,
-        load(&t.threads_ended),
-        load(&t.heaps_reaped),
-        load(&t.segments_abandoned),
-        load(&t.segments_adopted)
-    )?;
-    write!(
-        w,
-        ",\"slow_paths\":{{\"refills\":{},\"flushes\":{},\"purges\":{},\"segments_mapped\":{},\"segments_unmapped\":{},\"trims\":{},\"foreign_frees\":{},\"map_failures\":{}}}",
-        load(&t.refills),
-        load(&t.flushes),
-        load(&t.purges),
-        load(&t.segments_mapped),
-        load(&t.segments_unmapped),
-        load(&t.trims),
-        load(&t.foreign_frees),
-        load(&t.map_failures)
-    )?;
-    let m = &MISUSE;
-    write!(
-        w,
-        ",\"misuse\":{{\"invalid_pointer\":{},\"double_free\":{},\"use_after_free\":{},\"write_after_free\":{},\"size_mismatch\":{}}}}}",
-        load(&m.invalid_pointer),
-        load(&m.double_free),
-        load(&m.use_after_free),
-        load(&m.write_after_free),
-        load(&m.size_mismatch)
-    )?;
+    for g in groups(s) {
+        write!(w, ",\"{}\":{{", g.name)?;
+        for (i, (k, v)) in g.keys.iter().zip(g.values).enumerate() {
+            write!(w, "{}\"{k}\":{v}", if i > 0 { "," } else { "" })?;
+        }
+        w.write_char('}')?;
+    }
+    w.write_char('}')?;
     if newline {
         w.write_char('\n')?;
     }
