@@ -214,6 +214,9 @@ done
 sel_has() { local c; for c in "${SEL[@]}"; do [ "${c%%|*}" = "$1" ] && return 0; done; return 1; }
 
 t_start=$(date +%s)
+# The revision the library is built from, taken before the build (the tree may change while
+# a long session runs; the library does not).
+HAKMEM_REV="$(git rev-parse --short HEAD 2>/dev/null || echo none)$(git status --porcelain --untracked-files=no 2>/dev/null | grep -q . && echo ' (uncommitted changes)')"
 echo "bench.sh: mode=$MODE rounds=$RUNS configurations=${#SEL[@]} allocators=${ALLOCS[*]}"
 
 # ---------------------------------------------------------------------------------------
@@ -579,7 +582,7 @@ dpkg_ver() { dpkg-query -W -f='${Version}' "$1" 2>/dev/null; }
   echo "invocation=$INVOCATION"
   echo "timeout_s=$TIMEOUT"
   echo "allocs=${ALLOCS[*]}"
-  echo "hakmem_rev=$(git rev-parse --short HEAD 2>/dev/null || echo none)$(git status --porcelain --untracked-files=no 2>/dev/null | grep -q . && echo ' (uncommitted changes)')"
+  echo "hakmem_rev=$HAKMEM_REV"
   echo "cpu=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1)"
   echo "cores=$(nproc) usable ($(grep -c '^processor' /proc/cpuinfo) listed in /proc/cpuinfo)"
   echo "memory=$(awk '/^MemTotal/ { printf "%.1f GiB", $2 / 1048576 }' /proc/meminfo)"
