@@ -369,7 +369,9 @@ done
 # the symbols it lacks bind to hakmem, which must notice, say so in one line and
 # pass those calls to the other allocator (not mix blocks: that SEGVs).  Run
 # with jemalloc when it is installed (Debian: libjemalloc2).
-OTHER=$(ldconfig -p 2>/dev/null | awk '/libjemalloc\.so\.2 .*x86-64/ { print $NF; exit }')
+# (awk reads all of ldconfig's output: exiting early would kill ldconfig with
+# SIGPIPE, which pipefail and set -e turn into the end of this script)
+OTHER=$(ldconfig -p 2>/dev/null | awk '/libjemalloc\.so\.2 .*x86-64/ && !found { print $NF; found = 1 }')
 if [[ -z $OTHER ]]; then
     echo "skip behind-jemalloc: libjemalloc.so.2 not installed"
 elif selected python; then
@@ -411,7 +413,8 @@ elif selected python; then
     printf '%s\n' '#include <stdlib.h>' \
         'int main(void) { char *p = malloc(32); p[40] = 1; free(p); return 0; }' >"$d/overflow.c"
     reasons=()
-    if ! readelf -d "$SO" | grep -q 'SONAME.*\[libhakmem\.so\]'; then
+    dynamic=$(readelf -d "$SO" 2>&1 || true)
+    if ! grep -q 'SONAME.*\[libhakmem\.so\]' <<<"$dynamic"; then
         reasons+=("libhakmem.so has no SONAME libhakmem.so")
     fi
     if cc -g -O0 "$d/overflow.c" -o "$d/overflow" 2>"$d/cc.err"; then
