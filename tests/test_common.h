@@ -22,13 +22,16 @@
 #define _GNU_SOURCE
 #endif
 #include <errno.h>
+#include <dirent.h>
 #include <poll.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
 #include <sys/types.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -75,6 +78,54 @@ static inline void case_fail(const char *fmt, ...)
     va_end(ap);
     fputc('\n', stderr);
     case_failed = 1;
+}
+/* The parent's watchdog: watchdog_arm(s) (again to restart it, alarm(0) to stop it); after
+ * s seconds one line "FAIL <test>: watchdog: no result after <s> s [in <context>]" and
+ * _exit(1), so a hang fails the test instead of stalling the suite. watchdog_context, if
+ * set, names what was running (a string that stays valid). write(2) only. */
+static const char *volatile watchdog_context __attribute__((unused));
+static unsigned watchdog_seconds __attribute__((unused));
+static inline void watchdog_fire(int sig)
+{
+    char num[12];
+    size_t i = sizeof num;
+    unsigned v = watchdog_seconds;
+    (void)sig;
+    do { num[--i] = (char)('0' + v % 10); v /= 10; } while (v && i);
+    const char *ctx = watchdog_context;
+    const char *parts[] = { "FAIL ", test_name, ": watchdog: no result after ", NULL, " s",
+                            ctx ? " in " : "", ctx ? ctx : "", "\n" };
+    for (size_t k = 0; k < sizeof parts / sizeof parts[0]; k++) {
+        const char *s = parts[k] ? parts[k] : num + i;
+        size_t n = parts[k] ? strlen(s) : sizeof num - i;
+        if (write(2, s, n) < 0) break;
+    }
+    _exit(1);
+}
+static inline void watchdog_arm(unsigned seconds)
+{
+    watchdog_seconds = seconds;
+    signal(SIGALRM, watchdog_fire);
+    alarm(seconds);
+}
+/* Remove a directory tree (the tests' scratch directories). */
+static inline void remove_tree(const char *path)
+{
+    DIR *d = opendir(path);
+    if (d) {
+        struct dirent *e;
+        while ((e = readdir(d))) {
+            if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
+            char sub[4096];
+            int n = snprintf(sub, sizeof sub, "%s/%s", path, e->d_name);
+            if (n < 0 || (size_t)n >= sizeof sub) continue;
+            struct stat st;
+            if (!lstat(sub, &st) && S_ISDIR(st.st_mode)) remove_tree(sub);
+            else unlink(sub);
+        }
+        closedir(d);
+    }
+    rmdir(path);
 }
 /* CHECK(cond, printf-format, ...): fail() with the caller's line number unless cond holds. */
 #define CHECK(cond, ...) do { if (!(cond)) fail(__LINE__, __VA_ARGS__); } while (0)

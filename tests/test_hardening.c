@@ -393,17 +393,6 @@ static void run_case(int argc, char **argv)
 static char current_case[96] = "(none)";
 static void set_case(const char *name) { snprintf(current_case, sizeof current_case, "%s", name); }
 
-static void on_alarm(int sig)
-{
-    (void)sig;
-    static const char msg[] = "FAIL " TEST_NAME ": parent watchdog expired (60 s) in case ";
-    ssize_t w = write(2, msg, sizeof msg - 1);
-    w = write(2, current_case, strlen(current_case));
-    w = write(2, "\n", 1);
-    (void)w;
-    _exit(1);
-}
-
 static child_result_t res;
 /* Failed assertions on the current spawn: the case counts as failed once, and the
  * child's output is printed once. */
@@ -607,8 +596,8 @@ static void check_checkmode(const char *size, int abort_flag)
 int main(int argc, char **argv)
 {
     if (argc >= 3 && !strcmp(argv[1], "--case")) run_case(argc, argv);
-    signal(SIGALRM, on_alarm);
-    alarm(60);
+    watchdog_context = current_case;
+    watchdog_arm(60);
     static const char *const no_add[] = { NULL };
     check_valid("valid", "valid", no_add);
     if (argc < 2 || strcmp(argv[1], "hakmem") != 0) {

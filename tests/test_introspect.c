@@ -731,32 +731,6 @@ static void run_check_action(int abort_bit, enum variant v)
         report_child(name, v, &r, "want exit 0 and \"done\": the invalid free is reported and ignored");
 }
 
-static void remove_tree(const char *path)
-{
-    DIR *d = opendir(path);
-    if (d) {
-        struct dirent *e;
-        while ((e = readdir(d))) {
-            if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
-            char sub[700];
-            snprintf(sub, sizeof sub, "%s/%s", path, e->d_name);
-            struct stat st;
-            if (!lstat(sub, &st) && S_ISDIR(st.st_mode)) remove_tree(sub);
-            else unlink(sub);
-        }
-        closedir(d);
-    }
-    rmdir(path);
-}
-
-static void watchdog(int sig)
-{
-    (void)sig;
-    static const char msg[] = "FAIL " TEST_NAME ": watchdog: the test did not finish in 30 s (a child hung?)\n";
-    if (write(2, msg, sizeof msg - 1) < 0) {}
-    _exit(1);
-}
-
 int main(int argc, char **argv)
 {
     if (argc >= 5 && !strcmp(argv[1], "--case")) {
@@ -768,8 +742,7 @@ int main(int argc, char **argv)
         return 2;
     }
     hakmem_mode = argc >= 2 && !strcmp(argv[1], "hakmem");
-    signal(SIGALRM, watchdog);
-    alarm(30);
+    watchdog_arm(30);
     find_sized_frees(1);
     printf("free_sized, free_aligned_sized: %s\n", fs_how);
     fflush(stdout);

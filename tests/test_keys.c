@@ -49,18 +49,6 @@ __attribute__((constructor(101))) static void take_all_keys(void)
 
 /* ---- watchdog ----------------------------------------------------------- */
 
-static const char *volatile phase = "start";
-static void on_alarm(int sig)
-{
-    (void)sig;
-    const char *a = "FAIL " TEST_NAME ": watchdog: no progress for 20 s in phase: ";
-    ssize_t w = write(2, a, strlen(a));
-    w = write(2, phase, strlen(phase));
-    w = write(2, "\n", 1);
-    (void)w;
-    _exit(1);
-}
-
 /* ---- blocks ------------------------------------------------------------- */
 
 /* Random size: 16 B .. 1 KiB (75%), .. 16 KiB (20%), .. 64 KiB (4.5%), .. 1 MiB (0.5%). */
@@ -204,8 +192,8 @@ static void report_nulls(const char *what, long nulls, long requests)
 
 int main(int argc, char **argv)
 {
-    signal(SIGALRM, on_alarm);
-    alarm(20);
+    watchdog_context = "start";
+    watchdog_arm(20);
     printf("constructor(101) took %d pthread keys, then pthread_key_create failed with %d (%s); "
            "PTHREAD_KEYS_MAX %d\n", nkeys, key_error, key_error == EAGAIN ? "EAGAIN" : "?", PTHREAD_KEYS_MAX);
     fflush(stdout);
@@ -217,12 +205,12 @@ int main(int argc, char **argv)
     for (int pass = 0; pass < 2; pass++) {
         char what[64];
         snprintf(what, sizeof what, "%s: main thread", pass ? "after deleting 4 keys" : "no key left");
-        phase = pass ? "A (main thread, after deleting keys)" : "A (main thread, no key left)";
+        watchdog_context = pass ? "A (main thread, after deleting keys)" : "A (main thread, no key left)";
         alarm(20);
         report_nulls(what, main_alloc(11 + (unsigned)pass), 2002);
         snprintf(what, sizeof what, "%s: %d rounds of %d threads", pass ? "after deleting 4 keys" : "no key left",
                  ROUNDS, NT);
-        phase = pass ? "B (thread rounds, after deleting keys)" : "B (thread rounds, no key left)";
+        watchdog_context = pass ? "B (thread rounds, after deleting keys)" : "B (thread rounds, no key left)";
         alarm(20);
         create_errors = 0;
         report_nulls(what, thread_rounds(ROUNDS, 100 + pass), (long)ROUNDS * NT * (OPS + 2 * HAND));

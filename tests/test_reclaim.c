@@ -841,19 +841,10 @@ static int run_case(int argc, char **argv)
     return 0;
 }
 
-static void on_alarm(int sig)
-{
-    static const char msg[] = "FAIL " TEST_NAME ": parent watchdog expired (a case hung)\n";
-    (void)sig;
-    (void)!write(2, msg, sizeof msg - 1);
-    _exit(1);
-}
-
 int main(int argc, char **argv)
 {
     if (argc >= 3 && !strcmp(argv[1], "--case")) return run_case(argc, argv);
-    signal(SIGALRM, on_alarm);
-    alarm(NCASES * 16); /* each child has its own 15 s watchdog */
+    watchdog_arm(NCASES * 16); /* each child has its own 15 s watchdog */
     hakmem_mode = argc >= 2 && !strcmp(argv[1], "hakmem");
     for (int i = 0; i < NCASES; i++) {
         static child_result_t r;
