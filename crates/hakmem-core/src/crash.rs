@@ -196,8 +196,3 @@ fn describe_in_segment(a: usize) {
         a - block
     ));
 }
-
-/// Is the handler still installed for `sig` (tests)?
-pub fn installed(sig: i32) -> bool {
-    os::signal_handler_is(sig, on_fatal_signal)
-}

@@ -906,18 +906,6 @@ pub fn signal_is_default(sig: i32) -> bool {
     }
 }
 
-/// Is `handler` still the disposition of `sig`?
-pub fn signal_handler_is(
-    sig: i32,
-    handler: extern "C" fn(i32, *mut libc::siginfo_t, *mut libc::c_void),
-) -> bool {
-    // SAFETY: a null new action only queries.
-    unsafe {
-        let mut cur: libc::sigaction = core::mem::zeroed();
-        libc::sigaction(sig, ptr::null(), &mut cur) == 0 && cur.sa_sigaction == handler as usize
-    }
-}
-
 /// Put back a disposition saved by [`install_signal_handler`].
 pub fn restore_signal_handler(sig: i32, old: &SavedAction) {
     // SAFETY: `old` came from sigaction.
