@@ -8,7 +8,8 @@
 //!       new_slab(class)       own segments -> reclaim abandoned -> new segment
 //! free_slow(b, class)         bin full: flush its older half
 //!   free_chain(blocks)        each block to its slab: local, or remote list
-//! collect(all)                drain remote lists, release empty slabs, purge
+//! collect_some()              periodic: bounded look at each class's lists, purge
+//! collect()                   every slab: remote frees, release empty slabs, purge
 //! teardown()                  thread exit: release what is empty, abandon the rest
 //! ```
 //!
@@ -785,12 +786,12 @@ impl Heap {
         self.maybe_purge()
     }
 
-    /// Drain every slab's remote list and release empty slabs (all of them
-    /// when `all`, else all but one per class), then purge what has aged or
-    /// is over the limit. Returns the bytes given back to the OS.
-    pub fn collect(&mut self, all: bool) -> usize {
+    /// Walk every slab: take remote frees where that is cheap, release
+    /// every empty slab, then purge what has aged or is over the limit
+    /// (`malloc_trim`, thread exit, idle heaps). Returns the bytes given back
+    /// to the OS.
+    pub fn collect(&mut self) -> usize {
         for class in 1..NUM_CLASSES {
-            let mut kept_empty = all;
             for full in [false, true] {
                 let c = &self.classes[class];
                 let mut s = if full { c.full.head } else { c.available.head };
@@ -810,12 +811,7 @@ impl Heap {
                             0
                         };
                         if (*s).used == 0 {
-                            if kept_empty {
-                                self.release_slab(s);
-                            } else {
-                                kept_empty = true;
-                                self.move_to(s, SlabList::Available);
-                            }
+                            self.release_slab(s);
                         } else if got > 0 && full {
                             self.move_to(s, SlabList::Available);
                         }
@@ -871,7 +867,7 @@ impl Heap {
     /// to drain or adopt. Dirty pages go along (the cache or the adopter
     /// accounts for them), so a short-lived thread costs no purge.
     pub fn teardown(&mut self) {
-        self.collect(true);
+        self.collect();
         loop {
             let seg = self.segments.head;
             if seg.is_null() {

@@ -102,10 +102,10 @@ fn visit_heap(h: *mut Heap, me: *mut Heap, depth: Depth, released: &mut usize) -
         Depth::Decay(e) => {
             if h.idle_at(e) {
                 stats::count(&STATS.idle_heaps_collected);
-                *released += h.collect(true);
+                *released += h.collect();
             }
         }
-        Depth::All => *released += h.collect(true) + h.purge(),
+        Depth::All => *released += h.collect() + h.purge(),
     }
     h.lock().unlock();
     Visited::Keep

@@ -383,7 +383,7 @@ fn a_flush_interleaving_own_and_foreign_blocks_of_one_slab_keeps_lists_apart() {
         rx_back.recv().unwrap();
         // Collecting drains the remote lists.
         with_my_heap(|h| {
-            h.collect(false);
+            h.collect();
         });
         check_my_heap();
     });

@@ -390,7 +390,7 @@ pub fn trim_own() -> usize {
     unsafe {
         let _g = Entered::new(&*h);
         (*h).flush_cache();
-        (*h).collect(true) + (*h).purge()
+        (*h).collect() + (*h).purge()
     }
 }
 
