@@ -14,7 +14,6 @@
 //! ```
 
 use core::ptr;
-use core::sync::atomic::Ordering;
 
 use crate::config;
 use crate::foreign;
@@ -121,7 +120,7 @@ fn large_alloc(size: usize, align: usize) -> (*mut u8, bool) {
     if r.0.is_null() {
         os::set_errno(libc::ENOMEM);
     } else if config::stats_enabled() {
-        stats::FOLDED.requested.fetch_add(size as u64, Ordering::Relaxed);
+        stats::FOLDED.requested.add_shared(size as u64);
     }
     r
 }

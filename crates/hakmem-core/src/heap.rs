@@ -129,7 +129,7 @@ pub unsafe fn slab_of(b: *mut Block) -> *mut Slab {
 /// # Safety
 /// `b` is a live block of `class` the caller gives up.
 pub unsafe fn free_remote(b: *mut Block, class: usize) {
-    stats::FOLDED.out[class].fetch_sub(1, Ordering::Relaxed);
+    stats::FOLDED.out[class].add_shared(1u64.wrapping_neg());
     // SAFETY: forwarded contract; every block on a list carries its tag.
     unsafe {
         Block::mark_free(b);

@@ -20,7 +20,7 @@ use crate::config;
 use crate::heap::{self, Visited};
 use crate::os;
 use crate::size_class::{NUM_CLASSES, STRIDE};
-use crate::stats::{clamp, FOLDED, LARGE, LIVE, MISUSE, STATS};
+use crate::stats::{clamp, HeapCounters, FOLDED, LARGE, LIVE, MISUSE, STATS};
 
 /// Per size class.
 #[derive(Clone, Copy, Default)]
@@ -66,33 +66,29 @@ pub fn snapshot() -> Snapshot {
     let mut frees = [0u64; NUM_CLASSES];
     let mut cached = [0u64; NUM_CLASSES];
     let mut requested = 0u64;
-    // The folded counts are read under the registry lock (in the first
-    // visit), so that a heap destroyed meanwhile is counted once: folded
-    // and unregistered together.
-    fn read_folded(requested: &mut u64, out: &mut [u64], allocs: &mut [u64], frees: &mut [u64]) {
-        *requested = requested.wrapping_add(FOLDED.requested.load(Ordering::Relaxed));
+    let mut add = |k: &HeapCounters| {
+        requested = requested.wrapping_add(k.requested.get());
         for c in 0..NUM_CLASSES {
-            out[c] = out[c].wrapping_add(FOLDED.out[c].load(Ordering::Relaxed));
-            allocs[c] = allocs[c].wrapping_add(FOLDED.allocs[c].load(Ordering::Relaxed));
-            frees[c] = frees[c].wrapping_add(FOLDED.frees[c].load(Ordering::Relaxed));
+            out[c] = out[c].wrapping_add(k.out[c].get());
+            allocs[c] = allocs[c].wrapping_add(k.allocs[c].get());
+            frees[c] = frees[c].wrapping_add(k.frees[c].get());
         }
-    }
+    };
     let mut live_heaps = 0;
     heap::visit(usize::MAX, |h| {
+        // The folded counts are read under the registry lock (here, at the
+        // first visit), so that a heap destroyed meanwhile is counted once:
+        // it is folded and unregistered together.
         if live_heaps == 0 {
-            read_folded(&mut requested, &mut out, &mut allocs, &mut frees);
+            add(&FOLDED);
         }
         live_heaps += 1;
         // SAFETY: a registered heap (the registry is locked, so it is not
         // destroyed meanwhile). Its counters and its bins' counts are
         // atomics written by their owner: a figure of the moment.
         unsafe {
-            let k = &(*h).counters;
-            requested = requested.wrapping_add(k.requested.get());
+            add(&(*h).counters);
             for c in 0..NUM_CLASSES {
-                out[c] = out[c].wrapping_add(k.out[c].get());
-                allocs[c] = allocs[c].wrapping_add(k.allocs[c].get());
-                frees[c] = frees[c].wrapping_add(k.frees[c].get());
                 cached[c] += (*h).cache.bins[c].count() as u64;
             }
         }
@@ -100,7 +96,7 @@ pub fn snapshot() -> Snapshot {
     });
     if live_heaps == 0 {
         // No heap: none can be destroyed between the two reads either.
-        read_folded(&mut requested, &mut out, &mut allocs, &mut frees);
+        add(&FOLDED);
     }
     let mut s = Snapshot {
         counting,

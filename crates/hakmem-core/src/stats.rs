@@ -156,8 +156,9 @@ impl LargeCounts {
     }
 }
 
-/// A counter with one writer at a time (a heap's owner, or whoever holds
-/// the heap's lock): plain load and store, read by reports at any time.
+/// A counter read by reports at any time. A heap's counters have one writer
+/// at a time (its owner, or whoever holds its lock): `add`, a plain load and
+/// store. `FOLDED`'s are written by any thread: `add_shared`.
 pub struct Counter(AtomicU64);
 
 impl Counter {
@@ -173,6 +174,11 @@ impl Counter {
     #[inline]
     pub fn sub(&self, n: u64) {
         self.add(n.wrapping_neg());
+    }
+
+    /// Add `n` (wrapping) when other threads may add too.
+    pub fn add_shared(&self, n: u64) {
+        self.0.fetch_add(n, Ordering::Relaxed);
     }
 
     pub fn get(&self) -> u64 {
@@ -216,11 +222,11 @@ impl HeapCounters {
     pub fn fold(&self) {
         let f = &FOLDED;
         for c in 0..NUM_CLASSES {
-            f.out[c].fetch_add(self.out[c].take(), Ordering::Relaxed);
-            f.allocs[c].fetch_add(self.allocs[c].take(), Ordering::Relaxed);
-            f.frees[c].fetch_add(self.frees[c].take(), Ordering::Relaxed);
+            f.out[c].add_shared(self.out[c].take());
+            f.allocs[c].add_shared(self.allocs[c].take());
+            f.frees[c].add_shared(self.frees[c].take());
         }
-        f.requested.fetch_add(self.requested.take(), Ordering::Relaxed);
+        f.requested.add_shared(self.requested.take());
     }
 }
 
@@ -230,20 +236,9 @@ impl Default for HeapCounters {
     }
 }
 
-/// The counts of destroyed heaps, and of frees by threads without a heap.
-pub struct Folded {
-    pub out: [AtomicU64; NUM_CLASSES],
-    pub allocs: [AtomicU64; NUM_CLASSES],
-    pub frees: [AtomicU64; NUM_CLASSES],
-    pub requested: AtomicU64,
-}
-
-pub static FOLDED: Folded = Folded {
-    out: [const { AtomicU64::new(0) }; NUM_CLASSES],
-    allocs: [const { AtomicU64::new(0) }; NUM_CLASSES],
-    frees: [const { AtomicU64::new(0) }; NUM_CLASSES],
-    requested: AtomicU64::new(0),
-};
+/// The counts of destroyed heaps, of frees by threads without a heap, and
+/// of large requests (written with `add_shared`).
+pub static FOLDED: HeapCounters = HeapCounters::new();
 
 /// Counting mode: bytes in use per class and in total (large blocks
 /// included), as of the last call, and their highest values. Global, so the
@@ -299,7 +294,7 @@ pub fn counted_free(h: Option<&HeapCounters>, class: usize) {
     match h {
         Some(h) => h.frees[class].add(1),
         None => {
-            FOLDED.frees[class].fetch_add(1, Ordering::Relaxed);
+            FOLDED.frees[class].add_shared(1);
         }
     }
     counted_live((STRIDE[class] as u64).wrapping_neg(), Some(class));
