@@ -21,7 +21,7 @@ use crate::diag;
 use crate::os::{self, SavedAction};
 use crate::page_map::{self, Entry};
 use crate::segment::Segment;
-use crate::size_class::{SLAB_PAGE_SHIFT, STRIDE};
+use crate::size_class::STRIDE;
 use crate::slab::Block;
 use crate::thread;
 
@@ -176,9 +176,8 @@ fn describe_in_segment(a: usize) {
         ));
     }
     let stride = STRIDE[class] as usize;
-    let base = Segment::of(a) as usize + (info.first_page() << SLAB_PAGE_SHIFT);
-    let off = a - base;
-    let block = base + off / stride * stride;
+    let off = info.slab_offset(a);
+    let block = a - off % stride;
     if off >= info.carved_bytes() {
         return diag::line(format_args!(
             "  fault address {a:#x}: in a slab of {stride}-byte blocks (class {class}), past its carved blocks: never handed out"

@@ -133,6 +133,13 @@ impl PageInfo {
     pub fn carved_bytes(self) -> usize {
         ((self.0 >> 16) as usize) << 4
     }
+
+    /// The offset of `p`, an address on this entry's page, from its slab's
+    /// start.
+    #[inline(always)]
+    pub fn slab_offset(self, p: usize) -> usize {
+        (p & CHUNK_MASK) - (self.first_page() << SLAB_PAGE_SHIFT)
+    }
 }
 
 const ALL_SLAB_PAGES: u64 = !1;
@@ -199,8 +206,7 @@ impl Segment {
         // header is mapped; page-table entries are atomics.
         let info = unsafe { (*Segment::of(p)).info_at(p) };
         let class = info.class();
-        let base = (p & !CHUNK_MASK) + (info.first_page() << SLAB_PAGE_SHIFT);
-        let off = p - base;
+        let off = info.slab_offset(p);
         // No slab (class 0) has a carve point of 0: nothing matches.
         if off >= info.carved_bytes() || !is_stride_multiple(class, off) {
             return None;
