@@ -501,12 +501,9 @@ pub unsafe fn malloc_info(options: i32, stream: *mut libc::FILE) -> i32 {
         os::set_errno(libc::EINVAL);
         return -1;
     }
-    let mut buf = report::StackText::new();
-    if report::malloc_info_xml(&mut buf).is_err() {
-        return -1;
-    }
     // SAFETY: per contract.
-    if unsafe { os::write_stream(stream, buf.as_bytes()) } {
+    let mut w = unsafe { report::ReportWriter::to_stream(stream) };
+    if report::malloc_info_xml(&mut w).is_ok() && w.flush() {
         0
     } else {
         -1

@@ -88,8 +88,8 @@ pub fn snapshot() -> Snapshot {
         // atomics written by their owner: a figure of the moment.
         unsafe {
             add(&(*h).counters);
-            for c in 0..NUM_CLASSES {
-                cached[c] += (*h).cache.bins[c].count() as u64;
+            for (n, bin) in cached.iter_mut().zip(&(*h).cache.bins) {
+                *n += bin.count() as u64;
             }
         }
         Visited::Keep
@@ -142,25 +142,49 @@ pub fn snapshot() -> Snapshot {
 // ---------------------------------------------------------------------------
 // Output.
 
-/// A buffered writer to a file descriptor (formatting never allocates).
-pub struct FdWriter {
-    fd: i32,
+/// Where a report is written.
+enum Sink {
+    Fd(i32),
+    /// A stdio stream (`malloc_info`); valid for the writer's life.
+    Stream(*mut libc::FILE),
+}
+
+/// A buffered writer of reports (formatting never allocates; a stream may
+/// allocate its own buffer when written, outside any hakmem lock).
+pub struct ReportWriter {
+    sink: Sink,
     buf: [u8; 2048],
     len: usize,
+    /// False once a write to the stream failed.
+    ok: bool,
 }
 
-impl FdWriter {
-    pub fn new(fd: i32) -> Self {
-        FdWriter { fd, buf: [0; 2048], len: 0 }
+impl ReportWriter {
+    pub fn to_fd(fd: i32) -> Self {
+        ReportWriter { sink: Sink::Fd(fd), buf: [0; 2048], len: 0, ok: true }
     }
 
-    pub fn flush(&mut self) {
-        os::write_fd(self.fd, &self.buf[..self.len]);
+    /// # Safety
+    /// `stream` is a valid `FILE*` open for writing, for the writer's life.
+    pub unsafe fn to_stream(stream: *mut libc::FILE) -> Self {
+        ReportWriter { sink: Sink::Stream(stream), buf: [0; 2048], len: 0, ok: true }
+    }
+
+    /// Write out what is buffered; false if anything could not be written
+    /// to a stream (a descriptor's write errors are not reported).
+    pub fn flush(&mut self) -> bool {
+        let bytes = &self.buf[..self.len];
+        match self.sink {
+            Sink::Fd(fd) => os::write_fd(fd, bytes),
+            // SAFETY: the constructor's contract.
+            Sink::Stream(f) => self.ok &= unsafe { os::write_stream(f, bytes) },
+        }
         self.len = 0;
+        self.ok
     }
 }
 
-impl Write for FdWriter {
+impl Write for ReportWriter {
     fn write_str(&mut self, s: &str) -> fmt::Result {
         for chunk in s.as_bytes().chunks(self.buf.len()) {
             if self.len + chunk.len() > self.buf.len() {
@@ -168,40 +192,6 @@ impl Write for FdWriter {
             }
             self.buf[self.len..self.len + chunk.len()].copy_from_slice(chunk);
             self.len += chunk.len();
-        }
-        Ok(())
-    }
-}
-
-/// A text built on the stack (`malloc_info`'s XML); truncated when full.
-pub struct StackText {
-    buf: [u8; 8192],
-    len: usize,
-}
-
-impl StackText {
-    pub fn new() -> Self {
-        StackText { buf: [0; 8192], len: 0 }
-    }
-
-    pub fn as_bytes(&self) -> &[u8] {
-        &self.buf[..self.len]
-    }
-}
-
-impl Default for StackText {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl Write for StackText {
-    fn write_str(&mut self, s: &str) -> fmt::Result {
-        let n = s.len().min(self.buf.len() - self.len);
-        self.buf[self.len..self.len + n].copy_from_slice(&s.as_bytes()[..n]);
-        self.len += n;
-        if n < s.len() {
-            return Err(fmt::Error);
         }
         Ok(())
     }
@@ -298,7 +288,7 @@ pub fn print() {
     let mut s = snapshot();
     s.resident = os::resident_bytes() as u64;
     let Some((fd, close)) = destination() else { return };
-    let mut w = FdWriter::new(fd);
+    let mut w = ReportWriter::to_fd(fd);
     let mut exe = [0u8; 256];
     let exe = os::exe_path(&mut exe).unwrap_or("?");
     let _ = if config::stats_json() { json(&mut w, &s, exe, true) } else { text(&mut w, &s, exe) };
@@ -312,7 +302,7 @@ pub fn print() {
 /// says so, for tools that check which allocator served a program.
 pub fn print_guest() {
     let Some((fd, close)) = destination() else { return };
-    let mut w = FdWriter::new(fd);
+    let mut w = ReportWriter::to_fd(fd);
     let pid = os::getpid();
     let _ = if config::stats_json() {
         writeln!(
@@ -412,7 +402,7 @@ fn groups(s: &Snapshot) -> [Group; 4] {
     ]
 }
 
-fn text(w: &mut FdWriter, s: &Snapshot, exe: &str) -> fmt::Result {
+fn text(w: &mut ReportWriter, s: &Snapshot, exe: &str) -> fmt::Result {
     let pid = os::getpid();
     writeln!(w, "hakmem: statistics of pid {pid} ({exe})")?;
     if s.counting {
@@ -476,7 +466,7 @@ impl fmt::Display for JsonStr<'_> {
     }
 }
 
-fn json(w: &mut FdWriter, s: &Snapshot, exe: &str, newline: bool) -> fmt::Result {
+fn json(w: &mut ReportWriter, s: &Snapshot, exe: &str, newline: bool) -> fmt::Result {
     write!(
         w,
         "{{\"hakmem\":{{\"version\":\"{}\",\"pid\":{},\"exe\":{},\"mode\":\"active\",\"counting\":{}}}",
