@@ -173,8 +173,8 @@ int main(int argc, char **argv)
     check_bad("HAKMEM_TCACHE_TINY", "99999999", "128");
     check_bad("HAKMEM_TCACHE_TINY", "65536", "128");
     check_bad("HAKMEM_TCACHE_TINY", "12abc", "128");
-    check_bad("HAKMEM_TCACHE_MID", "many", "16");
-    check_bad("HAKMEM_TCACHE_MID", "65536", "16");
+    check_bad("HAKMEM_TCACHE_MID", "many", "64");
+    check_bad("HAKMEM_TCACHE_MID", "65536", "64");
     check_bad("HAKMEM_LARGE_CACHE_MB", "65537", "64");
     check_bad("HAKMEM_LARGE_CACHE_MB", "1e3", "64");
     check_bad("HAKMEM_PURGE_KB", "-5", "32768");

@@ -66,13 +66,13 @@ pub static FLAGS: [Flag; 11] = [
     },
     Flag {
         name: "HAKMEM_TCACHE_MID\0",
-        default: 16,
+        default: 64,
         max: 65535,
         words: &[],
         path: false,
         unit: "blocks",
         meaning:
-            "thread-cache capacity of each mid class (1 KiB < blocks <= 256 KiB), at most 64 KiB of blocks per class",
+            "thread-cache capacity of each mid class (1 KiB < blocks <= 256 KiB), at most 256 KiB of blocks per class",
     },
     Flag {
         name: "HAKMEM_LARGE_CACHE_MB\0",
@@ -157,19 +157,16 @@ pub static FLAGS: [Flag; 11] = [
     },
 ];
 
-static VALUES: [AtomicUsize; 11] = [
-    AtomicUsize::new(128),
-    AtomicUsize::new(16),
-    AtomicUsize::new(64),
-    AtomicUsize::new(32768),
-    AtomicUsize::new(100),
-    AtomicUsize::new(0),
-    AtomicUsize::new(0),
-    AtomicUsize::new(0),
-    AtomicUsize::new(0),
-    AtomicUsize::new(0),
-    AtomicUsize::new(0),
-];
+/// The flags' values, the defaults until the environment is read.
+static VALUES: [AtomicUsize; FLAGS.len()] = {
+    let mut v = [const { AtomicUsize::new(0) }; FLAGS.len()];
+    let mut i = 0;
+    while i < FLAGS.len() {
+        v[i] = AtomicUsize::new(FLAGS[i].default);
+        i += 1;
+    }
+    v
+};
 
 /// The HAKMEM_STATS_FILE value, NUL-terminated (written once, by the reader
 /// of the table).

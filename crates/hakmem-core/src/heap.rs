@@ -92,6 +92,10 @@ pub struct Heap {
     dirty_bytes: usize,
     /// The purge epoch at which this heap last aged its segments.
     epoch: u64,
+    /// The purge epoch at which this heap last aged its thread cache, and
+    /// each bin's count then (see `age_cache`).
+    cache_epoch: u64,
+    cache_marks: [u32; NUM_CLASSES],
     ticks: u32,
     /// Per class, how many blocks the next refill carves or takes: it
     /// starts small and doubles up to half the bin's capacity, so a thread
@@ -196,6 +200,8 @@ impl Heap {
             segments: Queue::new(),
             dirty_bytes: 0,
             epoch: 0,
+            cache_epoch: 0,
+            cache_marks: [0; NUM_CLASSES],
             ticks: 0,
             batch: [0; NUM_CLASSES],
             next: ptr::null_mut(),
@@ -783,7 +789,32 @@ impl Heap {
                 }
             }
         }
+        let (e, _) = segment::purge_epoch();
+        if e != self.cache_epoch {
+            self.cache_epoch = e;
+            self.age_cache();
+        }
         self.maybe_purge()
+    }
+
+    /// Once per purge epoch: a bin whose count has not moved since the last
+    /// look holds blocks nobody here is using (a thread that freed blocks of
+    /// a size it no longer allocates). They go back to their slabs, so that
+    /// bins can be large without pinning slabs, this thread's or another's,
+    /// for good. A bin in use whose count happens to match is only refilled
+    /// a little early.
+    fn age_cache(&mut self) {
+        for class in 1..NUM_CLASSES {
+            let bin = &mut self.cache.bins[class];
+            let n = bin.count();
+            if n > 0 && n == self.cache_marks[class] {
+                let chain = core::mem::replace(&mut bin.head, ptr::null_mut());
+                bin.set_count(0);
+                // SAFETY: the bin's blocks are free blocks we give back.
+                unsafe { self.free_chain(chain, n, class) };
+            }
+            self.cache_marks[class] = self.cache.bins[class].count();
+        }
     }
 
     /// Walk every slab: take remote frees where that is cheap, release

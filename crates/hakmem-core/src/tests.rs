@@ -623,3 +623,35 @@ fn the_periodic_collection_goes_round_and_takes_remote_frees() {
     .join()
     .unwrap();
 }
+
+/// A bin the thread stopped using goes back to the slabs on the decay clock:
+/// large mid bins must not pin slabs for good.
+#[test]
+fn a_bin_left_alone_is_given_back_on_the_decay_clock() {
+    let class = class_of(8192);
+    thread::spawn(move || {
+        let blocks: Vec<usize> = (0..32).map(|_| api::malloc(8192) as usize).collect();
+        for b in blocks {
+            // SAFETY: live blocks of this thread.
+            unsafe { api::free(b as *mut u8) };
+        }
+        let mut cached = 0;
+        with_my_heap(|h| cached = h.cache.bins[class].count());
+        assert!(cached >= 16, "{cached} blocks of 8 KiB cached after 32 frees");
+        // Work in another class only, for up to 3 s: slow-path events drive
+        // collections, and the purge clock (100 ms) ticks.
+        let start = std::time::Instant::now();
+        while cached > 0 && start.elapsed().as_secs() < 3 {
+            let v: Vec<usize> = (0..300).map(|_| api::malloc(48) as usize).collect();
+            for b in v {
+                // SAFETY: live blocks of this thread.
+                unsafe { api::free(b as *mut u8) };
+            }
+            with_my_heap(|h| cached = h.cache.bins[class].count());
+        }
+        assert_eq!(cached, 0, "the 8 KiB bin still holds {cached} blocks after {:?}", start.elapsed());
+        check_my_heap();
+    })
+    .join()
+    .unwrap();
+}
