@@ -311,6 +311,9 @@ impl Heap {
                 if need == 0 {
                     break;
                 }
+                if s.used == 0 && s.free_count > 0 {
+                    s.restart();
+                }
                 // The local list: whole when short enough (one step, its
                 // links stay as they are), else pop what is wanted.
                 if s.free_count > 0 {

@@ -168,8 +168,11 @@ pub struct Slab {
     pub used: u32,
     /// Blocks on the local list.
     pub free_count: u32,
-    /// Blocks `[0, bump)` have been carved.
+    /// Blocks `[0, bump)` have been carved (since the slab last restarted).
     pub bump: u32,
+    /// The highest `bump` ever: blocks below it may have been handed out,
+    /// and the segment's page table publishes it (see `restart`).
+    pub carved_max: u32,
     pub capacity: u32,
     pub stride: u32,
     pub class: u8,
@@ -206,6 +209,7 @@ impl Slab {
         self.used = 0;
         self.free_count = 0;
         self.bump = 0;
+        self.carved_max = 0;
         self.capacity = CAPACITY[class];
         self.stride = STRIDE[class];
         self.class = class as u8;
@@ -223,10 +227,24 @@ impl Slab {
         !self.free.is_null() || self.bump < self.capacity
     }
 
-    /// Bytes of the slab carved so far: every block handed out lies below.
+    /// Bytes of the slab ever carved: every block handed out lies below.
     #[inline]
     pub fn carved_bytes(&self) -> usize {
-        self.bump as usize * self.stride as usize
+        self.carved_max as usize * self.stride as usize
+    }
+
+    /// Every block is back on the local list (none used): forget the list
+    /// and carve the slab afresh, in address order. Carving writes each
+    /// block's link as it goes, where following a list of blocks that other
+    /// threads freed waits on a cache miss per block. The published carve
+    /// point stays where it was: the blocks past `bump` are free and keep
+    /// their free tags, so a double free of one is still reported.
+    pub fn restart(&mut self) {
+        debug_assert_eq!(self.used, 0);
+        self.free = ptr::null_mut();
+        self.free_count = 0;
+        self.bump = 0;
+        self.cold = false;
     }
 
     /// Take one block from the local list for the owner's use (it counts as
@@ -279,6 +297,7 @@ impl Slab {
             Block::mark_free(b);
         }
         self.bump += n;
+        self.carved_max = self.carved_max.max(self.bump);
         self.used += n;
         (first, b, n)
     }

@@ -655,3 +655,66 @@ fn a_bin_left_alone_is_given_back_on_the_decay_clock() {
     .join()
     .unwrap();
 }
+
+/// A slab whose blocks all came back through other threads is carved afresh
+/// from its start (`Slab::restart`); a double free of a block past the new
+/// carve point is still reported as a double free (the published carve
+/// point does not go down), and every block is handed out once.
+#[test]
+fn a_slab_emptied_by_remote_frees_restarts_and_still_sees_double_frees() {
+    use crate::size_class::CAPACITY;
+    use crate::stats::MISUSE;
+    use std::sync::atomic::Ordering;
+    let class = class_of(96);
+    let cap = CAPACITY[class] as usize;
+    thread::spawn(move || {
+        // Whole slabs, every block in use: none on a local list or uncarved
+        // (a refill carves at most what is left of a slab, so the bin is
+        // empty exactly when a slab is used up).
+        let mut blocks: Vec<usize> = Vec::new();
+        loop {
+            blocks.push(api::malloc(96) as usize);
+            let mut cached = 1;
+            with_my_heap(|h| cached = h.cache.bins[class].count());
+            if blocks.len() >= 3 * cap && cached == 0 && blocks.len() % cap == 0 {
+                break;
+            }
+        }
+        let freed = blocks.clone();
+        thread::spawn(move || {
+            for b in freed {
+                // SAFETY: live blocks handed to this thread.
+                unsafe { api::free(b as *mut u8) };
+            }
+            // Its cache goes back to the owner's remote lists at exit.
+        })
+        .join()
+        .unwrap();
+        // The refill takes a full slab's remote frees, finds it empty and
+        // carves it again from its first block.
+        let first = api::malloc(96) as usize;
+        let start = blocks.iter().position(|&b| b == first).expect("a block of the class's slabs");
+        assert_eq!(start % cap, 0, "block {start} of the slabs handed out first: the slab did not restart");
+        let (invalid, double) =
+            (MISUSE.invalid_pointer.load(Ordering::Relaxed), MISUSE.double_free.load(Ordering::Relaxed));
+        // SAFETY: a deliberate double free of a block past the new carve point.
+        unsafe { api::free(blocks[start + cap - 1] as *mut u8) };
+        assert_eq!(MISUSE.double_free.load(Ordering::Relaxed), double + 1, "double free not reported");
+        assert_eq!(MISUSE.invalid_pointer.load(Ordering::Relaxed), invalid, "a freed block called invalid");
+        // Every block comes back, each once.
+        let mut again: Vec<usize> = (1..blocks.len()).map(|_| api::malloc(96) as usize).collect();
+        again.push(first);
+        let mut sorted = again.clone();
+        sorted.sort();
+        sorted.dedup();
+        assert_eq!(sorted.len(), blocks.len(), "a block was handed out twice");
+        check_my_heap();
+        for b in again {
+            // SAFETY: live blocks of this thread.
+            unsafe { api::free(b as *mut u8) };
+        }
+        check_my_heap();
+    })
+    .join()
+    .unwrap();
+}
