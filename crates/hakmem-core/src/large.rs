@@ -70,14 +70,14 @@ pub fn alloc(size: usize, align: usize) -> (*mut u8, bool) {
     let pages = bytes / PAGE;
     if align <= CHUNK {
         if let Some(c) = cache_take(bytes) {
-            // SAFETY: a cached block is free memory of ours, cut to `bytes`.
-            // Its previous owner may have made it non-inheritable
-            // (`MADV_DONTFORK`, as RDMA stacks do); the new owner expects a
-            // plain mapping.
-            unsafe { os::allow_fork_inherit(c.base as *mut u8, bytes) };
-            page_map::set(c.base, Entry::LargeHead { pages });
+            // SAFETY: a cached block is free memory of ours, of `c.bytes`
+            // (at least `bytes`). Its previous owner may have made it
+            // non-inheritable (`MADV_DONTFORK`, as RDMA stacks do); the new
+            // owner expects a plain mapping.
+            unsafe { os::allow_fork_inherit(c.base as *mut u8, c.bytes) };
+            page_map::set(c.base, Entry::LargeHead { pages: c.bytes / PAGE });
             LARGE.cache_hits.fetch_add(1, Ordering::Relaxed);
-            LARGE.allocated(bytes);
+            LARGE.allocated(c.bytes);
             return (c.base as *mut u8, false);
         }
     }
@@ -174,8 +174,15 @@ unsafe fn cut(base: usize, old: usize, new: usize) {
     unsafe { os::unmap((base + new) as *mut u8, old - new) };
 }
 
+/// Surplus a cached block may carry into the block it serves, as a fraction
+/// of the request (1/4, the spacing of jemalloc's large size classes): its
+/// pages stay mapped, and a cut would cost an `munmap` and, in a process
+/// with threads on other CPUs, a TLB shootdown on each of them.
+const SURPLUS_SHIFT: u32 = 2;
+
 /// The smallest cached block of at least `bytes` bytes (newest first among
-/// equals, its pages are the likeliest to be warm), cut down to `bytes`.
+/// equals, its pages are the likeliest to be warm), cut down to `bytes`
+/// unless its surplus is within `bytes >> SURPLUS_SHIFT`.
 fn cache_take(bytes: usize) -> Option<Cached> {
     let mut c = LARGE_CACHE.lock();
     let mut best: Option<usize> = None;
@@ -195,12 +202,13 @@ fn cache_take(bytes: usize) -> Option<Cached> {
     c.len -= 1;
     c.bytes -= e.touched;
     drop(c);
-    if e.bytes > bytes {
-        // Its head still says free: nobody else touches it now.
-        page_map::set(e.base, Entry::LargeFree { pages: bytes / PAGE });
-        // SAFETY: the surplus pages are free memory of this cached block.
-        unsafe { cut(e.base, e.bytes, bytes) };
+    if e.bytes - bytes <= bytes >> SURPLUS_SHIFT {
+        return Some(e);
     }
+    // Its head still says free: nobody else touches it now.
+    page_map::set(e.base, Entry::LargeFree { pages: bytes / PAGE });
+    // SAFETY: the surplus pages are free memory of this cached block.
+    unsafe { cut(e.base, e.bytes, bytes) };
     Some(Cached { base: e.base, bytes, touched: e.touched.min(bytes) })
 }
 

@@ -294,6 +294,22 @@ fn large_blocks_grow_shrink_and_are_cached() {
         assert_eq!(page_map::lookup(b as usize), Entry::LargeHead { pages: (3 << 20) / PAGE });
         // SAFETY: a live block given up.
         unsafe { api::free(b) };
+        // A smaller request takes it whole while the surplus is within a
+        // quarter of the request (no munmap)...
+        let c = api::malloc((3 << 20) - (512 << 10));
+        assert_eq!(c, a, "cached large block reused");
+        assert_eq!(page_map::lookup(c as usize), Entry::LargeHead { pages: (3 << 20) / PAGE });
+        // SAFETY: a live block given up.
+        unsafe { api::free(c) };
+        // ...and cut down to the request beyond it.
+        let d = api::malloc(1 << 20);
+        assert_eq!(d, a, "cached large block reused");
+        assert_eq!(page_map::lookup(d as usize), Entry::LargeHead { pages: (1 << 20) / PAGE });
+        // SAFETY: a live block of 1 MiB.
+        unsafe {
+            pattern(d, 1 << 20, 3);
+            api::free(d);
+        }
     })
     .join()
     .unwrap();
