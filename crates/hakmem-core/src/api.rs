@@ -4,12 +4,12 @@
 //!
 //! ```text
 //! malloc(size)
-//!   size <= 1 KiB: tiny_class -> thread::pop -> (empty) alloc_slow
-//!   size <= 256 KiB: class_of -> same
+//!   size <= 1 KiB: tiny_bin -> thread::pop_at -> (empty) alloc_slow
+//!   size <= 256 KiB: class_of -> bin_offset -> same
 //!   larger: large::alloc
 //! free(p)
-//!   page_map::is_segment(p) -> Segment::carved_class(p) -> tag check -> thread::push
-//!                                                  -> (full) free_slow
+//!   page_map::is_segment(p) -> Segment::carved_bin(p) -> tag check -> thread::push_at
+//!                                                 -> (full) free_slow
 //!   otherwise free_other: classify -> large::free | foreign::free | diagnostic
 //! ```
 
@@ -24,10 +24,11 @@ use crate::os::{self, PAGE};
 use crate::page_map::{self, Entry};
 use crate::report;
 use crate::segment::Segment;
-use crate::size_class::{class_for_aligned, class_of, tiny_class, MID_MAX, STRIDE, TINY_MAX};
+use crate::size_class::{class_for_aligned, class_of, MID_MAX, STRIDE, TINY_MAX};
 use crate::slab::Block;
 use crate::stats;
 use crate::thread;
+use crate::thread_cache::{bin_class, bin_offset, tiny_bin};
 
 /// What a pointer passed to the allocator is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -80,14 +81,16 @@ pub(crate) fn classify(p: *mut u8) -> Kind {
     }
 }
 
-/// A block of `class` for a request of `size` bytes.
+/// A block of the class whose bin is at byte offset `bin` (see
+/// `thread_cache::bin_offset`) for a request of `size` bytes.
 #[inline(always)]
-fn alloc_class(class: usize, size: usize) -> *mut u8 {
-    let b = thread::pop(class);
+fn alloc_bin(bin: usize, size: usize) -> *mut u8 {
+    // SAFETY: callers pass offsets from hakmem's own class tables.
+    let b = unsafe { thread::pop_at(bin) };
     if !b.is_null() {
         return b as *mut u8;
     }
-    alloc_class_slow(size, class)
+    alloc_class_slow(size, bin_class(bin))
 }
 
 /// (`size` first: it arrives in the first argument register and stays
@@ -128,7 +131,7 @@ fn large_alloc(size: usize, align: usize) -> (*mut u8, bool) {
 #[inline(always)]
 pub fn malloc(size: usize) -> *mut u8 {
     if size <= TINY_MAX {
-        return alloc_class(tiny_class(size), size);
+        return alloc_bin(tiny_bin(size), size);
     }
     malloc_big(size)
 }
@@ -136,7 +139,7 @@ pub fn malloc(size: usize) -> *mut u8 {
 #[inline(never)]
 fn malloc_big(size: usize) -> *mut u8 {
     if size <= MID_MAX {
-        return alloc_class(class_of(size), size);
+        return alloc_bin(bin_offset(class_of(size)), size);
     }
     large_alloc(size, 1).0
 }
@@ -151,7 +154,7 @@ pub unsafe fn free(p: *mut u8) {
         // SAFETY: forwarded.
         return unsafe { free_other(p) };
     }
-    let Some(class) = Segment::carved_class(a) else {
+    let Some(bin) = Segment::carved_bin(a) else {
         // SAFETY: forwarded.
         return unsafe { free_other(p) };
     };
@@ -163,8 +166,8 @@ pub unsafe fn free(p: *mut u8) {
         if (*b).tag == tag {
             return misuse::report("free", Misuse::DoubleFree, p);
         }
-        if !thread::push(b, class, tag) {
-            thread::free_slow(b, class);
+        if !thread::push_at(b, bin, tag) {
+            thread::free_slow(b, bin_class(bin));
         }
     }
 }
@@ -305,7 +308,7 @@ fn aligned(align: usize, size: usize) -> *mut u8 {
         return guest::aligned(align, size);
     }
     match class_for_aligned(size, align) {
-        Some(class) => alloc_class(class, size),
+        Some(class) => alloc_bin(bin_offset(class), size),
         None => large_alloc(size, align).0,
     }
 }

@@ -122,7 +122,7 @@ pub unsafe fn slab_of(b: *mut Block) -> *mut Slab {
     let seg = Segment::of(b as usize);
     // SAFETY: a live block's segment is mapped and its page entry is set.
     unsafe {
-        let first = (*seg).info_at(b as usize).first_page();
+        let first = (*seg).entry_at(b as usize).first_page();
         &raw mut (*seg).slabs[first]
     }
 }

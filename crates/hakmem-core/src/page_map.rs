@@ -37,8 +37,11 @@ static TOP: [AtomicPtr<Leaf>; TOP_LEN] = [const { AtomicPtr::new(ptr::null_mut()
 const CHUNKS: usize = 1 << (ADDRESS_BITS - CHUNK_SHIFT);
 
 /// Per chunk of the address space: 1 when it is a slab segment (mirrors
-/// the radix table's `Segment` entries).
-static SEGMENT_CHUNKS: [AtomicU8; CHUNKS] = [const { AtomicU8::new(0) }; CHUNKS];
+/// the radix table's `Segment` entries). One entry more than there are
+/// chunks, always 0: the bound test is then a compare with the shifted
+/// address that `free` computes anyway, where a power of two would be tested
+/// on the address itself, shifted a second time.
+static SEGMENT_CHUNKS: [AtomicU8; CHUNKS + 1] = [const { AtomicU8::new(0) }; CHUNKS + 1];
 
 /// What a chunk holds. Encoded in one word; the low two bits are the tag.
 ///
@@ -145,8 +148,7 @@ pub fn lookup(addr: usize) -> Entry {
 /// Fast test used by `free`: is `addr` inside a slab segment? One load.
 #[inline(always)]
 pub fn is_segment(addr: usize) -> bool {
-    let chunk = addr >> CHUNK_SHIFT;
-    chunk < CHUNKS && SEGMENT_CHUNKS[chunk].load(Ordering::Acquire) == 1
+    SEGMENT_CHUNKS.get(addr >> CHUNK_SHIFT).is_some_and(|b| b.load(Ordering::Acquire) == 1)
 }
 
 /// Record what the chunk holding `addr` is. Returns false when the leaf

@@ -32,22 +32,25 @@
 //! pages), or unmapped.
 
 use core::ptr;
-use core::sync::atomic::{AtomicPtr, AtomicU32, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicPtr, AtomicU32, AtomicU64, AtomicU8, Ordering};
 
 use crate::config;
 use crate::list::{Linked, Queue};
 use crate::os;
 use crate::page_map::{self, Entry, CHUNK, CHUNK_MASK};
 use crate::size_class::{
-    is_stride_multiple, CLASS_MASK, MAX_SLAB_BYTES, NUM_CLASSES, SLAB_PAGE, SLAB_PAGES, SLAB_PAGE_SHIFT,
+    CLASS_MASK, DIVISIBILITY, MAX_SLAB_BYTES, NUM_CLASSES, SLAB_PAGE, SLAB_PAGES, SLAB_PAGE_SHIFT,
 };
 use crate::slab::Slab;
 use crate::stats::{self, STATS};
 use crate::sync::Lock;
+use crate::thread_cache::{bin_class, bin_offset, BIN_OFFSET_MASK};
 
 pub const PAGES: usize = CHUNK / SLAB_PAGE;
 const _: () = assert!(PAGES == 64, "the page bitmaps are u64");
 const _: () = assert!(core::mem::size_of::<Segment>() <= SLAB_PAGE);
+const _: () =
+    assert!(core::mem::offset_of!(Segment, pages) + PAGES * core::mem::size_of::<PageEntry>() <= os::PAGE);
 
 /// Free segments kept mapped for reuse.
 const SEGMENT_CACHE_MAX: usize = 8;
@@ -69,6 +72,11 @@ fn visitor() -> *mut Owner {
 
 #[repr(C)]
 pub struct Segment {
+    /// Per slab page, see [`PageEntry`]. First, so that `free` indexes it
+    /// straight from the segment base, and in the header's first OS page,
+    /// which stays readable (zeroed) for a while after the segment is
+    /// unmapped (`seal`).
+    pub pages: [PageEntry; PAGES],
     /// The heap that owns every slab here; null while abandoned or cached.
     pub owner: AtomicPtr<Owner>,
     /// Bit i set: slab page i is free. Page 0 (the header) never is.
@@ -88,8 +96,6 @@ pub struct Segment {
     /// Links of the owner heap's segment list, or of a global list.
     pub next: *mut Segment,
     pub prev: *mut Segment,
-    /// Per slab page, see [`PageInfo`]; 0 = no live slab.
-    pub page_info: [AtomicU32; PAGES],
     /// Slab descriptors, valid at the index of each slab's first page.
     pub slabs: [Slab; PAGES],
 }
@@ -102,43 +108,108 @@ unsafe impl Linked for Segment {
     }
 }
 
-/// A page-table entry: `class | first page of the slab << 8 | carve point
-/// in 16-byte units << 16`. `free` accepts a pointer only below the carve
-/// point of its slab, so a block start that was never handed out is refused.
+/// A page-table entry, in the form `free`'s test takes: a chunk offset `x`
+/// on the page is a block start its slab has handed out when
+/// `x < carved_end` and `x·M − bias < M (mod 2^64)`, with `M` the stride's
+/// divisibility multiplier (`size_class::DIVISIBILITY`) and `bias` `M` times
+/// the slab's chunk offset: Lemire's test of `x − start` for a multiple of
+/// the stride, with the subtraction folded into the constant. So `free`
+/// refuses a block start that was never handed out, or an interior pointer,
+/// with one multiply and no shifts of packed fields. Zeroes (a free page,
+/// or a sealed header) match nothing.
+#[repr(C, align(32))]
+pub struct PageEntry {
+    /// Chunk offset just past the last block the slab ever carved; 0: no
+    /// live slab on the page.
+    carved_end: AtomicU32,
+    /// The offset of the slab's class's bin in a thread cache
+    /// (`thread_cache::bin_offset`; 0: no slab), and its first page.
+    bin: AtomicU32,
+    first_page: AtomicU8,
+    magic: AtomicU64,
+    bias: AtomicU64,
+}
+
+impl PageEntry {
+    /// The bin offset of the class of the block starting at `p` (an
+    /// address on this entry's page), if the slab has handed it out.
+    #[inline(always)]
+    pub fn carved_bin(&self, p: usize) -> Option<usize> {
+        let x = (p & CHUNK_MASK) as u64;
+        if x >= self.carved_end.load(Ordering::Relaxed) as u64 {
+            return None;
+        }
+        let m = self.magic.load(Ordering::Relaxed);
+        if x.wrapping_mul(m).wrapping_sub(self.bias.load(Ordering::Relaxed)) >= m {
+            return None;
+        }
+        Some(self.bin.load(Ordering::Relaxed) as usize & BIN_OFFSET_MASK)
+    }
+
+    /// The slab's first page (meaningful while a slab is live on the page).
+    #[inline(always)]
+    pub fn first_page(&self) -> usize {
+        self.first_page.load(Ordering::Relaxed) as usize
+    }
+
+    /// Publish slab `class` starting at page `first`, carved up to chunk
+    /// offset `carved_end`.
+    fn set(&self, class: usize, first: usize, carved_end: usize) {
+        debug_assert!(class < NUM_CLASSES && first < PAGES && carved_end <= CHUNK);
+        let m = DIVISIBILITY[class & CLASS_MASK];
+        self.bin.store(bin_offset(class) as u32, Ordering::Relaxed);
+        self.first_page.store(first as u8, Ordering::Relaxed);
+        self.magic.store(m, Ordering::Relaxed);
+        self.bias.store(m.wrapping_mul((first << SLAB_PAGE_SHIFT) as u64), Ordering::Relaxed);
+        self.carved_end.store(carved_end as u32, Ordering::Relaxed);
+    }
+
+    /// No slab on the page: the carve point first, so that nothing matches.
+    fn clear(&self) {
+        self.carved_end.store(0, Ordering::Relaxed);
+        self.bin.store(0, Ordering::Relaxed);
+        self.first_page.store(0, Ordering::Relaxed);
+        self.magic.store(0, Ordering::Relaxed);
+        self.bias.store(0, Ordering::Relaxed);
+    }
+
+    /// A snapshot, for code off the fast path.
+    pub fn info(&self) -> PageInfo {
+        PageInfo {
+            class: bin_class(self.bin.load(Ordering::Relaxed) as usize),
+            first: self.first_page(),
+            carved_end: self.carved_end.load(Ordering::Relaxed) as usize,
+        }
+    }
+}
+
+/// What a page-table entry says, read once.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct PageInfo(pub u32);
+pub struct PageInfo {
+    class: usize,
+    first: usize,
+    carved_end: usize,
+}
 
 impl PageInfo {
-    pub fn new(class: usize, first: usize, carved_bytes: usize) -> PageInfo {
-        debug_assert!(
-            class < NUM_CLASSES && first < PAGES && carved_bytes % 16 == 0 && carved_bytes / 16 <= 0xffff
-        );
-        PageInfo(class as u32 | (first as u32) << 8 | ((carved_bytes / 16) as u32) << 16)
-    }
-
-    /// The class, masked to the 64 slots of the per-class tables (classes
-    /// are below 64), so indexing them needs no bounds check.
-    #[inline(always)]
+    /// The class (0: no live slab).
     pub fn class(self) -> usize {
-        self.0 as usize & CLASS_MASK
+        self.class
     }
 
-    #[inline(always)]
     pub fn first_page(self) -> usize {
-        ((self.0 >> 8) & 0xff) as usize
+        self.first
     }
 
     /// Bytes of the slab carved so far: block starts lie below.
-    #[inline(always)]
     pub fn carved_bytes(self) -> usize {
-        ((self.0 >> 16) as usize) << 4
+        self.carved_end.saturating_sub(self.first << SLAB_PAGE_SHIFT)
     }
 
     /// The offset of `p`, an address on this entry's page, from its slab's
     /// start.
-    #[inline(always)]
     pub fn slab_offset(self, p: usize) -> usize {
-        (p & CHUNK_MASK) - (self.first_page() << SLAB_PAGE_SHIFT)
+        (p & CHUNK_MASK) - (self.first << SLAB_PAGE_SHIFT)
     }
 }
 
@@ -193,8 +264,13 @@ impl Segment {
 
     /// The page-table entry of the page holding `p`.
     #[inline(always)]
+    pub fn entry_at(&self, p: usize) -> &PageEntry {
+        &self.pages[Self::page_index(p)]
+    }
+
+    /// What the page-table entry of the page holding `p` says.
     pub fn info_at(&self, p: usize) -> PageInfo {
-        PageInfo(self.page_info[Self::page_index(p)].load(Ordering::Relaxed))
+        self.entry_at(p).info()
     }
 
     /// The class of `p`, an address in a segment chunk, if it is exactly
@@ -202,16 +278,16 @@ impl Segment {
     /// point). Reads only the segment's page table. The test `free` makes.
     #[inline(always)]
     pub fn carved_class(p: usize) -> Option<usize> {
+        Self::carved_bin(p).map(bin_class)
+    }
+
+    /// [`carved_class`](Self::carved_class), as the offset of the class's
+    /// bin in a thread cache (what `free` needs).
+    #[inline(always)]
+    pub fn carved_bin(p: usize) -> Option<usize> {
         // SAFETY: the caller found `p`'s chunk to be a segment, so its
         // header is mapped; page-table entries are atomics.
-        let info = unsafe { (*Segment::of(p)).info_at(p) };
-        let class = info.class();
-        let off = info.slab_offset(p);
-        // No slab (class 0) has a carve point of 0: nothing matches.
-        if off >= info.carved_bytes() || !is_stride_multiple(class, off) {
-            return None;
-        }
-        Some(class)
+        unsafe { (*Segment::of(p)).entry_at(p) }.carved_bin(p)
     }
 
     /// Is `p` (an address in this segment's chunk) in its mapped part? An
@@ -254,7 +330,7 @@ impl Segment {
     /// The slab that page `i` belongs to, if any.
     #[inline]
     pub fn slab_at(&mut self, i: usize) -> Option<&mut Slab> {
-        let info = PageInfo(self.page_info[i].load(Ordering::Relaxed));
+        let info = self.pages[i].info();
         if info.class() == 0 {
             return None;
         }
@@ -304,9 +380,9 @@ impl Segment {
     /// got it through its own synchronisation, sees the new carve point).
     pub fn publish_carved(&self, first: usize) {
         let s = &self.slabs[first];
-        let info = PageInfo::new(s.class as usize, first, s.carved_bytes()).0;
-        for i in first..first + s.pages as usize {
-            self.page_info[i].store(info, Ordering::Relaxed);
+        let carved_end = (first << SLAB_PAGE_SHIFT) + s.carved_bytes();
+        for e in &self.pages[first..first + s.pages as usize] {
+            e.set(s.class as usize, first, carved_end);
         }
     }
 
@@ -317,8 +393,8 @@ impl Segment {
         debug_assert_eq!(slab.used, 0);
         debug_assert!(slab.remote.is_empty());
         let n = slab.pages as usize;
-        for i in first..first + n {
-            self.page_info[i].store(0, Ordering::Relaxed);
+        for e in &self.pages[first..first + n] {
+            e.clear();
         }
         let mask = run_mask(first, n);
         self.free_pages |= mask;
@@ -408,7 +484,7 @@ impl Segment {
         let mut live = 0;
         let mut i = 1;
         while i < PAGES {
-            let info = PageInfo(self.page_info[i].load(Ordering::Relaxed));
+            let info = self.pages[i].info();
             if info.class() == 0 {
                 // Pages past the mapped part are all free, or all given up.
                 let mapped = self.mapped_pages.load(Ordering::Relaxed) as usize;
@@ -421,7 +497,7 @@ impl Segment {
             assert_eq!(info.carved_bytes(), self.slabs[i].carved_bytes(), "carve point published");
             let n = self.slabs[i].pages as usize;
             for j in i..i + n {
-                assert_eq!(self.page_info[j].load(Ordering::Relaxed), info.0);
+                assert_eq!(self.pages[j].info(), info);
                 assert!(self.free_pages & (1 << j) == 0);
             }
             self.slabs[i].check();

@@ -154,7 +154,8 @@ pub fn is_stride_multiple(class: usize, off: usize) -> bool {
 /// segment page table stores carve points in 16-byte units in 16 bits.
 pub const MAX_SLAB_BYTES: usize = 4 * SLAB_PAGE;
 
-const fn compute_tiny_lookup() -> [u8; TINY_MAX / 16 + 1] {
+/// Per `(size + 15) / 16`, the class of a tiny request of that size.
+pub const fn compute_tiny_lookup() -> [u8; TINY_MAX / 16 + 1] {
     let s = compute_strides();
     let mut t = [0u8; TINY_MAX / 16 + 1];
     let mut i = 0;

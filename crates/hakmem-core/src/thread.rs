@@ -173,22 +173,28 @@ fn frees_without_heap_reached() -> bool {
     n >= FREES_BEFORE_HEAP
 }
 
-/// Pop a block of `class` from this thread's cache; null when empty.
-#[inline(always)]
-pub fn pop(class: usize) -> *mut Block {
-    // SAFETY: the calling thread's heap; only this thread touches its cache
-    // (the empty heap's is only read).
-    unsafe { (*current()).cache.pop(class) }
-}
-
-/// Push a freed block on this thread's cache; false when the bin is full.
+/// Pop a block from the bin at byte offset `bin` of this thread's cache;
+/// null when empty.
 ///
 /// # Safety
-/// `b` is a live block of `class` that the caller gives up; `tag` its free tag.
+/// As for `ThreadCache::pop_at`: `bin` is the offset of a bin.
 #[inline(always)]
-pub unsafe fn push(b: *mut Block, class: usize, tag: u64) -> bool {
+pub unsafe fn pop_at(bin: usize) -> *mut Block {
+    // SAFETY: the calling thread's heap; only this thread touches its cache
+    // (the empty heap's is only read); `bin` per contract.
+    unsafe { (*current()).cache.pop_at(bin) }
+}
+
+/// Push a freed block on this thread's cache, to the bin at byte offset
+/// `bin` (`thread_cache::bin_offset`); false when the bin is full.
+///
+/// # Safety
+/// `b` is a live block of the bin's class that the caller gives up; `tag`
+/// its free tag.
+#[inline(always)]
+pub unsafe fn push_at(b: *mut Block, bin: usize, tag: u64) -> bool {
     // SAFETY: as for `pop`; the caller gives us `b`.
-    unsafe { (*current()).cache.push(b, class, tag) }
+    unsafe { (*current()).cache.push_at(b, bin, tag) }
 }
 
 /// Holds a heap's lock for the duration of a slow path.

@@ -10,7 +10,9 @@ use core::ptr;
 use core::sync::atomic::{AtomicU32, Ordering};
 
 use crate::config;
-use crate::size_class::{is_tiny, CLASS_SLOTS, NUM_CLASSES, STRIDE};
+use crate::size_class::{
+    compute_tiny_lookup, is_tiny, CLASS_MASK, CLASS_SLOTS, NUM_CLASSES, STRIDE, TINY_MAX,
+};
 use crate::slab::{corrupted, plausible_link, Block};
 
 #[repr(C)]
@@ -51,7 +53,20 @@ impl ThreadCache {
     /// is cleared (it is no longer free).
     #[inline(always)]
     pub fn pop(&mut self, class: usize) -> *mut Block {
-        let bin = &mut self.bins[class];
+        // SAFETY: the offset of a bin.
+        unsafe { self.pop_at(bin_offset(class & CLASS_MASK)) }
+    }
+
+    /// [`pop`](Self::pop) from the bin at byte offset `offset`.
+    ///
+    /// # Safety
+    /// `offset` is [`bin_offset`] of a class below `CLASS_SLOTS` (it comes
+    /// from hakmem's own tables, never from memory a program can write).
+    #[inline(always)]
+    pub unsafe fn pop_at(&mut self, offset: usize) -> *mut Block {
+        debug_assert!(offset <= BIN_OFFSET_MASK && offset % core::mem::size_of::<Bin>() == 0);
+        // SAFETY: per contract, the offset of one of the bins.
+        let bin = unsafe { &mut *self.bins.as_mut_ptr().byte_add(offset) };
         let b = bin.head;
         if !b.is_null() {
             // SAFETY: blocks on a bin are free blocks of at least 16 bytes.
@@ -75,7 +90,19 @@ impl ThreadCache {
     /// `b` is a live block of `class` that the caller gives up.
     #[inline(always)]
     pub unsafe fn push(&mut self, b: *mut Block, class: usize, tag: u64) -> bool {
-        let bin = &mut self.bins[class];
+        // SAFETY: forwarded.
+        unsafe { self.push_at(b, bin_offset(class), tag) }
+    }
+
+    /// [`push`](Self::push) to the bin at byte offset `offset` (see
+    /// [`bin_offset`]).
+    ///
+    /// # Safety
+    /// `b` is a live block of the bin's class that the caller gives up.
+    #[inline(always)]
+    pub unsafe fn push_at(&mut self, b: *mut Block, offset: usize, tag: u64) -> bool {
+        // SAFETY: masked, the offset is that of one of the bins.
+        let bin = unsafe { &mut *self.bins.as_mut_ptr().byte_add(offset & BIN_OFFSET_MASK) };
         let count = bin.count();
         if count >= bin.cap {
             return false;
@@ -124,6 +151,41 @@ impl ThreadCache {
         }
     }
 }
+
+/// The byte offset of the bin of `class` in the cache. The segment page
+/// table keeps it, so that `free` reaches the bin without scaling the class.
+pub const fn bin_offset(class: usize) -> usize {
+    class * core::mem::size_of::<Bin>()
+}
+
+/// The class of the bin at byte offset `offset`.
+pub const fn bin_class(offset: usize) -> usize {
+    (offset & BIN_OFFSET_MASK) / core::mem::size_of::<Bin>()
+}
+
+/// Per `(size + 15) / 16`, the bin offset of a tiny request of that size:
+/// `malloc` indexes the cache with it directly.
+static TINY_BINS: [u16; TINY_MAX / 16 + 1] = {
+    let classes = compute_tiny_lookup();
+    let mut t = [0u16; TINY_MAX / 16 + 1];
+    let mut i = 0;
+    while i < t.len() {
+        t[i] = bin_offset(classes[i] as usize) as u16;
+        i += 1;
+    }
+    t
+};
+
+/// The bin offset of a tiny request (`size <= TINY_MAX`).
+#[inline(always)]
+pub fn tiny_bin(size: usize) -> usize {
+    debug_assert!(size <= TINY_MAX);
+    TINY_BINS[(size + 15) >> 4] as usize
+}
+
+/// Masks any value to the offset of one of the bins.
+pub const BIN_OFFSET_MASK: usize = (CLASS_SLOTS - 1) * core::mem::size_of::<Bin>();
+const _: () = assert!(core::mem::size_of::<Bin>().is_power_of_two());
 
 impl Default for ThreadCache {
     fn default() -> Self {
