@@ -233,9 +233,13 @@ static void uaf_link_write(size_t size, int wild, int chain)
 
 enum { CHECK_MALLOCS = 200 };
 
-static void check_mode_uaf(size_t size)
+/* `pinned`: another block of the slab stays live; without it the freed block
+ * is the slab's only one, so the slab is empty when the next malloc comes
+ * (a slab that empties is carved afresh outside check mode, which would drop
+ * the freed block unverified). */
+static void check_mode_uaf(size_t size, int pinned)
 {
-    void *pin = xmalloc(size);
+    void *pin = pinned ? xmalloc(size) : NULL;
     unsigned char *p = xmalloc(size);
     volatile unsigned char *alias = opaque(p); /* taken before the free: no -Wuse-after-free */
     fill(p, size, 5);
@@ -252,6 +256,32 @@ static void check_mode_uaf(size_t size)
     stage("allocated");
     for (int i = 0; i < CHECK_MALLOCS; i++) free(keep[i]);
     free(pin);
+}
+
+/* A slab emptied and carved afresh, then a second free of a block past its new
+ * carve point whose tag word the program overwrote (run with thread caches of
+ * capacity 0, so frees reach the slab at once): must be reported as a double
+ * free, never make a live block be handed out again. */
+static void restart_double_free(void)
+{
+    size_t size = 64;
+    unsigned char *p = xmalloc(size), *q = xmalloc(size);
+    free(p);
+    free(q);
+    unsigned char *r = xmalloc(size); /* the slab is empty: carved again from its start */
+    unsigned char *o = r == p ? q : p;
+    volatile unsigned char *alias = opaque(o);
+    memset(r, 0xAB, size);
+    for (int i = 8; i < 16; i++) alias[i] = 0; /* use after free: its tag word */
+    stage("wrote");
+    free(o); /* double free */
+    unsigned char *s1 = xmalloc(size), *s2 = xmalloc(size);
+    if (s1 == r || s2 == r || s1 == s2) case_fail("a live block was handed out again (r %p, then %p and %p)", (void *)r, (void *)s1, (void *)s2);
+    for (size_t i = 0; i < size; i++)
+        if (r[i] != 0xAB) { case_fail("live block %p changed at byte %zu", (void *)r, i); break; }
+    free(s1);
+    free(s2);
+    free(r);
 }
 
 /* -- valid workload --------------------------------------------------------- */
@@ -372,8 +402,10 @@ static void run_case(int argc, char **argv)
         key_varies(200);
     } else if (!strcmp(name, "uaf-link-write") && argc == 6) {
         uaf_link_write((size_t)atol(argv[3]), !strcmp(argv[4], "wild"), !strcmp(argv[5], "chain"));
-    } else if (!strcmp(name, "check-uaf") && argc == 4) {
-        check_mode_uaf((size_t)atol(argv[3]));
+    } else if (!strcmp(name, "check-uaf") && argc == 5) {
+        check_mode_uaf((size_t)atol(argv[3]), !strcmp(argv[4], "pinned"));
+    } else if (!strcmp(name, "restart-double-free")) {
+        restart_double_free();
     } else if (!strcmp(name, "check-valid")) {
         random_workload(1);
     } else if (!strcmp(name, "valid")) {
@@ -568,11 +600,11 @@ static void check_uaf_case(const char *size, const char *what, const char *shape
 }
 
 /* One check-mode use-after-free variant. */
-static void check_checkmode(const char *size, int abort_flag)
+static void check_checkmode(const char *size, const char *pin, int abort_flag)
 {
     char name[96];
-    snprintf(name, sizeof name, "check-uaf-%s-abort%d", size, abort_flag);
-    char *args[] = { (char *)"check-uaf", (char *)size, NULL };
+    snprintf(name, sizeof name, "check-uaf-%s-%s-abort%d", size, pin, abort_flag);
+    char *args[] = { (char *)"check-uaf", (char *)size, (char *)pin, NULL };
     const char *const add[] = { "HAKMEM_CHECK=1", abort_flag ? "HAKMEM_ABORT_ON_ERROR=1" : "HAKMEM_ABORT_ON_ERROR=0",
                                 NULL };
     set_case(name);
@@ -616,8 +648,19 @@ int main(int argc, char **argv)
     }
     static const char *const chk_sizes[] = { "64", "3000" };
     for (int s = 0; s < 2; s++) {
-        check_checkmode(chk_sizes[s], 0);
-        check_checkmode(chk_sizes[s], 1);
+        check_checkmode(chk_sizes[s], "pinned", 0);
+        check_checkmode(chk_sizes[s], "pinned", 1);
+        check_checkmode(chk_sizes[s], "alone", 0);
+    }
+    {
+        const char *name = "restart-double-free";
+        char *args[] = { (char *)name, NULL };
+        const char *const add[] = { "HAKMEM_ABORT_ON_ERROR=0", NULL };
+        set_case(name);
+        spawn_case(args, 1, add); /* no thread caches: frees reach the slab at once */
+        if (hakmem_lines("double free") == 0) report(name, "no \"hakmem: \" line saying \"double free\"");
+        else if (!exited_ok()) report(name, "want \"survived\" and exit 0 after the report");
+        else printf("case %-28s ok (reported, survived)\n", name);
     }
     static const char *const chk_add[] = { "HAKMEM_CHECK=1", "HAKMEM_ABORT_ON_ERROR=0", NULL };
     check_valid("check-valid", "check-valid", chk_add);

@@ -311,7 +311,9 @@ impl Heap {
                 if need == 0 {
                     break;
                 }
-                if s.used == 0 && s.free_count > 0 {
+                // (Not in check mode: the blocks of the dropped list would
+                // never have their fill verified.)
+                if s.used == 0 && s.free_count > 0 && !config::check_mode() {
                     s.restart();
                 }
                 // The local list: whole when short enough (one step, its
@@ -592,7 +594,10 @@ impl Heap {
     unsafe fn free_local(&mut self, slab: *mut Slab, b: *mut Block) {
         // SAFETY: owner access to the slab's local part.
         unsafe {
-            if config::check_mode() && Self::on_local_list(&*slab, b) {
+            // A block past the carve point of a slab that restarted is free
+            // (a second free whose tag the program overwrote); and in check
+            // mode, so is one on the local list.
+            if !(*slab).carved_now(b) || (config::check_mode() && Self::on_local_list(&*slab, b)) {
                 return misuse::report("free", Misuse::DoubleFree, b as *const u8);
             }
             (*slab).push_local(b);
@@ -877,11 +882,17 @@ impl Heap {
     /// before it is followed; the walk stops at the first that does not
     /// (the rest is lost, never handed out twice).
     pub fn flush_cache_checked(&mut self) {
-        for class in 1..NUM_CLASSES {
+        // Every bin is detached before any block is freed: the frees drive
+        // the periodic collection, whose `age_cache` would otherwise flush
+        // the bins not walked yet without these checks.
+        let mut bins = [(ptr::null_mut(), 0); NUM_CLASSES];
+        for (class, taken) in bins.iter_mut().enumerate().skip(1) {
             let bin = &mut self.cache.bins[class];
-            let (mut p, count) = (bin.head, bin.count());
+            *taken = (bin.head, bin.count());
             bin.head = ptr::null_mut();
             bin.set_count(0);
+        }
+        for (class, &(mut p, count)) in bins.iter().enumerate().skip(1) {
             for _ in 0..count {
                 if !is_free_block_of(p, class) {
                     break;

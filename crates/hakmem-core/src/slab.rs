@@ -233,6 +233,13 @@ impl Slab {
         self.carved_max as usize * self.stride as usize
     }
 
+    /// Does `b`, a block start of this slab, lie below the carve point of
+    /// its current start? (Past it, blocks are free: see `restart`.)
+    #[inline]
+    pub fn carved_now(&self, b: *mut Block) -> bool {
+        (b as usize - self.base as usize) < self.bump as usize * self.stride as usize
+    }
+
     /// Every block is back on the local list (none used): forget the list
     /// and carve the slab afresh, in address order. Carving writes each
     /// block's link as it goes, where following a list of blocks that other
