@@ -32,7 +32,7 @@
 //! pages), or unmapped.
 
 use core::ptr;
-use core::sync::atomic::{AtomicPtr, AtomicU32, AtomicU64, AtomicU8, Ordering};
+use core::sync::atomic::{AtomicPtr, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 
 use crate::config;
 use crate::list::{Linked, Queue};
@@ -108,26 +108,26 @@ unsafe impl Linked for Segment {
     }
 }
 
-/// A page-table entry, in the form `free`'s test takes: a chunk offset `x`
-/// on the page is a block start its slab has handed out when
-/// `x < carved_end` and `x·M − bias < M (mod 2^64)`, with `M` the stride's
-/// divisibility multiplier (`size_class::DIVISIBILITY`) and `bias` `M` times
-/// the slab's chunk offset: Lemire's test of `x − start` for a multiple of
-/// the stride, with the subtraction folded into the constant. So `free`
+/// A page-table entry, in the form `free`'s test takes: an address `p` on
+/// the page is a block start its slab has handed out when `p < carved_end`
+/// and `p·M − bias < M (mod 2^64)`, with `M` the stride's divisibility
+/// multiplier (`size_class::DIVISIBILITY`) and `bias` `M` times the slab's
+/// address: Lemire's test of `p − start` for a multiple of the stride, with
+/// the subtraction folded into the constant. So `free`
 /// refuses a block start that was never handed out, or an interior pointer,
 /// with one multiply and no shifts of packed fields. Zeroes (a free page,
 /// or a sealed header) match nothing.
 #[repr(C, align(32))]
 pub struct PageEntry {
-    /// Chunk offset just past the last block the slab ever carved; 0: no
+    /// The address just past the last block the slab ever carved; 0: no
     /// live slab on the page.
-    carved_end: AtomicU32,
+    carved_end: AtomicUsize,
+    magic: AtomicU64,
+    bias: AtomicU64,
     /// The offset of the slab's class's bin in a thread cache
     /// (`thread_cache::bin_offset`; 0: no slab), and its first page.
     bin: AtomicU32,
     first_page: AtomicU8,
-    magic: AtomicU64,
-    bias: AtomicU64,
 }
 
 impl PageEntry {
@@ -135,12 +135,13 @@ impl PageEntry {
     /// address on this entry's page), if the slab has handed it out.
     #[inline(always)]
     pub fn carved_bin(&self, p: usize) -> Option<usize> {
-        let x = (p & CHUNK_MASK) as u64;
-        if x >= self.carved_end.load(Ordering::Relaxed) as u64 {
+        if p >= self.carved_end.load(Ordering::Relaxed) {
             return None;
         }
+        // The bias is `M ×` the slab's address: `p·M − bias` is `M ×` the
+        // offset into the slab, below 2^22, as Lemire's test requires.
         let m = self.magic.load(Ordering::Relaxed);
-        if x.wrapping_mul(m).wrapping_sub(self.bias.load(Ordering::Relaxed)) >= m {
+        if (p as u64).wrapping_mul(m).wrapping_sub(self.bias.load(Ordering::Relaxed)) >= m {
             return None;
         }
         Some(self.bin.load(Ordering::Relaxed) as usize & BIN_OFFSET_MASK)
@@ -152,16 +153,22 @@ impl PageEntry {
         self.first_page.load(Ordering::Relaxed) as usize
     }
 
+    /// The base of the segment whose header holds this entry.
+    fn segment_base(&self) -> usize {
+        self as *const PageEntry as usize & !CHUNK_MASK
+    }
+
     /// Publish slab `class` starting at page `first`, carved up to chunk
     /// offset `carved_end`.
     fn set(&self, class: usize, first: usize, carved_end: usize) {
         debug_assert!(class < NUM_CLASSES && first < PAGES && carved_end <= CHUNK);
+        let base = self.segment_base();
         let m = DIVISIBILITY[class & CLASS_MASK];
         self.bin.store(bin_offset(class) as u32, Ordering::Relaxed);
         self.first_page.store(first as u8, Ordering::Relaxed);
         self.magic.store(m, Ordering::Relaxed);
-        self.bias.store(m.wrapping_mul((first << SLAB_PAGE_SHIFT) as u64), Ordering::Relaxed);
-        self.carved_end.store(carved_end as u32, Ordering::Relaxed);
+        self.bias.store(m.wrapping_mul((base + (first << SLAB_PAGE_SHIFT)) as u64), Ordering::Relaxed);
+        self.carved_end.store(base + carved_end, Ordering::Relaxed);
     }
 
     /// No slab on the page: the carve point first, so that nothing matches.
@@ -178,7 +185,7 @@ impl PageEntry {
         PageInfo {
             class: bin_class(self.bin.load(Ordering::Relaxed) as usize),
             first: self.first_page(),
-            carved_end: self.carved_end.load(Ordering::Relaxed) as usize,
+            carved_end: self.carved_end.load(Ordering::Relaxed).saturating_sub(self.segment_base()),
         }
     }
 }
