@@ -72,7 +72,7 @@ pub static FLAGS: [Flag; 11] = [
         path: false,
         unit: "blocks",
         meaning:
-            "thread-cache capacity of each mid class (1 KiB < blocks <= 256 KiB), at most 128 KiB of blocks per class",
+            "thread-cache capacity of each mid class (1 KiB < blocks <= 256 KiB), at most 256 KiB of blocks per class",
     },
     Flag {
         name: "HAKMEM_LARGE_CACHE_MB\0",

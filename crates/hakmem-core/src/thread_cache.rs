@@ -194,7 +194,7 @@ impl Default for ThreadCache {
 }
 
 /// Bytes of blocks one mid-class bin may hold at most.
-const MID_CACHE_BYTES: usize = 128 * 1024;
+const MID_CACHE_BYTES: usize = 256 * 1024;
 
 /// Capacity of the bin of `class` from the configuration: tiny classes use
 /// HAKMEM_TCACHE_TINY, mid classes HAKMEM_TCACHE_MID bounded to
