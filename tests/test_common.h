@@ -144,6 +144,26 @@ static inline int test_finish(const char *unit)
 
 /* For hakmem-only tests: unless argv[1] is "hakmem", print "skipped (...)" and
  * "PASS <test_name>" and exit 0 (the glibc build of the test passes by skipping). */
+/* The start of a test that runs its cases in children of itself, spawned
+ * with "--case NAME DIR MODE" and `child_env` set in their environment. A
+ * child runs its case (`run` exits); a child that did not recognise its
+ * arguments stops there, so that a wrong argument check can never make
+ * children spawn children. Sets *hakmem_mode from MODE, or in the parent
+ * from its first argument ("hakmem"). */
+static inline void case_child_entry(int argc, char **argv, const char *child_env,
+                                    void (*run)(const char *name, const char *dir), int *hakmem_mode)
+{
+    if (argc >= 5 && !strcmp(argv[1], "--case")) {
+        *hakmem_mode = !strcmp(argv[4], "hakmem");
+        run(argv[2], argv[3]);
+    }
+    if (getenv(child_env)) {
+        fprintf(stderr, "FAIL %s: child started without \"--case NAME DIR MODE\"\n", test_name);
+        exit(2);
+    }
+    *hakmem_mode = argc >= 2 && !strcmp(argv[1], "hakmem");
+}
+
 static inline void skip_unless_hakmem(int argc, char **argv)
 {
     if (argc < 2 || strcmp(argv[1], "hakmem") != 0) {

@@ -733,15 +733,7 @@ static void run_check_action(int abort_bit, enum variant v)
 
 int main(int argc, char **argv)
 {
-    if (argc >= 5 && !strcmp(argv[1], "--case")) {
-        hakmem_mode = !strcmp(argv[4], "hakmem");
-        run_case(argv[2], argv[3]);
-    }
-    if (getenv("TEST_INTROSPECT_CHILD")) { /* a child that did not recognise its arguments must not spawn more */
-        fprintf(stderr, "FAIL %s: child started without \"--case NAME DIR MODE\"\n", test_name);
-        return 2;
-    }
-    hakmem_mode = argc >= 2 && !strcmp(argv[1], "hakmem");
+    case_child_entry(argc, argv, "TEST_INTROSPECT_CHILD", run_case, &hakmem_mode);
     watchdog_arm(30);
     find_sized_frees(1);
     printf("free_sized, free_aligned_sized: %s\n", fs_how);
