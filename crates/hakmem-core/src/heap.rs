@@ -813,11 +813,9 @@ impl Heap {
     /// a little early.
     fn age_cache(&mut self) {
         for class in 1..NUM_CLASSES {
-            let bin = &mut self.cache.bins[class];
-            let n = bin.count();
+            let n = self.cache.bins[class].count();
             if n > 0 && n == self.cache_marks[class] {
-                let chain = core::mem::replace(&mut bin.head, ptr::null_mut());
-                bin.set_count(0);
+                let (chain, n) = self.cache.take_all(class);
                 // SAFETY: the bin's blocks are free blocks we give back.
                 unsafe { self.free_chain(chain, n, class) };
             }
@@ -865,10 +863,7 @@ impl Heap {
     /// Give every block in the thread cache back to the slabs.
     pub fn flush_cache(&mut self) {
         for class in 1..NUM_CLASSES {
-            let bin = &mut self.cache.bins[class];
-            let (chain, n) = (bin.head, bin.count());
-            bin.head = ptr::null_mut();
-            bin.set_count(0);
+            let (chain, n) = self.cache.take_all(class);
             if n > 0 {
                 // SAFETY: the bin's blocks are free blocks we give back.
                 unsafe { self.free_chain(chain, n, class) };
@@ -887,10 +882,7 @@ impl Heap {
         // the bins not walked yet without these checks.
         let mut bins = [(ptr::null_mut(), 0); NUM_CLASSES];
         for (class, taken) in bins.iter_mut().enumerate().skip(1) {
-            let bin = &mut self.cache.bins[class];
-            *taken = (bin.head, bin.count());
-            bin.head = ptr::null_mut();
-            bin.set_count(0);
+            *taken = self.cache.take_all(class);
         }
         for (class, &(mut p, count)) in bins.iter().enumerate().skip(1) {
             for _ in 0..count {

@@ -117,6 +117,14 @@ impl ThreadCache {
         true
     }
 
+    /// Empty the bin of `class`: its chain and the count it had.
+    pub fn take_all(&mut self, class: usize) -> (*mut Block, u32) {
+        let bin = &mut self.bins[class];
+        let taken = (core::mem::replace(&mut bin.head, ptr::null_mut()), bin.count());
+        bin.set_count(0);
+        taken
+    }
+
     /// Cut the bin of `class` down to its `keep` most recently freed blocks
     /// and return the rest as a chain with its length.
     pub fn take_surplus(&mut self, class: usize, keep: u32) -> (*mut Block, u32) {
