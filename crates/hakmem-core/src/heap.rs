@@ -240,7 +240,7 @@ impl Heap {
     /// The caller holds the lock.
     pub fn alloc_slow(&mut self, class: usize) -> *mut Block {
         self.active_epoch.store(segment::current_epoch(), Ordering::Relaxed);
-        let full = self.cache.bins[class].cap.div_ceil(2);
+        let full = self.cache.bins[class].cap().div_ceil(2);
         let want = (self.batch[class] as u32).clamp(FIRST_BATCH.min(full), full);
         self.batch[class] = (want * 2).min(full).min(u16::MAX as u32) as u16;
         let (b, chain, n) = self.refill(class, want);
@@ -271,7 +271,7 @@ impl Heap {
     pub unsafe fn free_slow(&mut self, b: *mut Block, class: usize) {
         self.active_epoch.store(segment::current_epoch(), Ordering::Relaxed);
         // The most recently freed blocks, likeliest in cache, stay.
-        let keep = self.cache.bins[class].cap / 2;
+        let keep = self.cache.bins[class].cap() / 2;
         let (chain, n) = self.cache.take_surplus(class, keep);
         // SAFETY: the bin's blocks are free blocks we give back; `b` is ours.
         unsafe {

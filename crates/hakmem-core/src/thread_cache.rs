@@ -2,12 +2,15 @@
 //! allocates from and frees to without atomics or locks.
 //!
 //! A bin is a singly linked list of free blocks (links encoded, see
-//! `slab`) with a count and a capacity (HAKMEM_TCACHE_*). The cache lives in
+//! `slab`) with a capacity (HAKMEM_TCACHE_*) and the room left below it.
+//! The fast paths keep only the room: `free` compares it with zero and
+//! decrements it in memory, where a count compared with the capacity took
+//! a load, a compare, an increment and a store. The cache lives in
 //! its thread's heap (`heap.rs`, first field), so that when a thread dies
 //! without its exit hook, another thread can still give the blocks back.
 
 use core::ptr;
-use core::sync::atomic::{AtomicU32, Ordering};
+use core::sync::atomic::{AtomicI32, Ordering};
 
 use crate::config;
 use crate::size_class::{
@@ -18,21 +21,36 @@ use crate::slab::{corrupted, plausible_link, Block};
 #[repr(C)]
 pub struct Bin {
     pub head: *mut Block,
-    /// Blocks on the list. Only the owner writes it; an atomic (relaxed:
-    /// plain moves) because statistics read it from other threads.
-    count: AtomicU32,
-    pub cap: u32,
+    /// `cap` minus the blocks on the list; negative when a refill gave the
+    /// bin more than its capacity. Only the owner writes it; an atomic
+    /// (relaxed: plain moves) because statistics read it from other threads.
+    room: AtomicI32,
+    cap: u32,
 }
 
 impl Bin {
+    /// Blocks on the list.
     #[inline(always)]
     pub fn count(&self) -> u32 {
-        self.count.load(Ordering::Relaxed)
+        (self.cap as i32).wrapping_sub(self.room.load(Ordering::Relaxed)).max(0) as u32
     }
 
     #[inline(always)]
     pub fn set_count(&self, n: u32) {
-        self.count.store(n, Ordering::Relaxed);
+        self.room.store((self.cap as i32).wrapping_sub(n as i32), Ordering::Relaxed);
+    }
+
+    /// Most blocks the bin keeps before `free` flushes.
+    #[inline(always)]
+    pub fn cap(&self) -> u32 {
+        self.cap
+    }
+
+    /// Change the capacity, keeping the count.
+    fn set_cap(&mut self, cap: u32) {
+        let n = self.count();
+        self.cap = cap;
+        self.set_count(n);
     }
 }
 
@@ -45,7 +63,7 @@ impl ThreadCache {
     /// Every bin empty, with capacity 0.
     pub const fn new() -> ThreadCache {
         ThreadCache {
-            bins: [const { Bin { head: ptr::null_mut(), count: AtomicU32::new(0), cap: 0 } }; CLASS_SLOTS],
+            bins: [const { Bin { head: ptr::null_mut(), room: AtomicI32::new(0), cap: 0 } }; CLASS_SLOTS],
         }
     }
 
@@ -76,7 +94,7 @@ impl ThreadCache {
                     corrupted(b);
                 }
                 bin.head = next;
-                bin.set_count(bin.count() - 1);
+                bin.room.store(bin.room.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
                 (*b).tag = 0;
             }
         }
@@ -103,17 +121,18 @@ impl ThreadCache {
     pub unsafe fn push_at(&mut self, b: *mut Block, offset: usize, tag: u64) -> bool {
         // SAFETY: masked, the offset is that of one of the bins.
         let bin = unsafe { &mut *self.bins.as_mut_ptr().byte_add(offset & BIN_OFFSET_MASK) };
-        let count = bin.count();
-        if count >= bin.cap {
+        // Two loads of the room: a test and a decrement in memory, no
+        // register kept between them.
+        if bin.room.load(Ordering::Relaxed) <= 0 {
             return false;
         }
+        bin.room.store(bin.room.load(Ordering::Relaxed) - 1, Ordering::Relaxed);
         // SAFETY: the caller gives us `b`.
         unsafe {
             (*b).tag = tag;
             Block::set_next(b, bin.head);
         }
         bin.head = b;
-        bin.set_count(count + 1);
         true
     }
 
@@ -155,7 +174,7 @@ impl ThreadCache {
     /// Set every bin's capacity from the configuration.
     pub fn apply_capacities(&mut self) {
         for class in 1..NUM_CLASSES {
-            self.bins[class].cap = capacity(class);
+            self.bins[class].set_cap(capacity(class));
         }
     }
 }
