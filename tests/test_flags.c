@@ -12,14 +12,22 @@
  *   - valid values (including the range limits) print nothing;
  *   - HAKMEM_VERBOSE=1 prints "hakmem: " lines at start naming every flag (and
  *     showing a non-default value that was set);
- *   - HAKMEM_STATS=1 prints at least one "hakmem: " line at exit.
+ *   - HAKMEM_STATS=1 prints at least one "hakmem: " line at exit;
+ *   - HAKMEM_THP_MB: a large block of at least that many MiB (default 32) is
+ *     advised for transparent huge pages ("hg" in its mapping's VmFlags in
+ *     /proc/self/smaps), whether mapped at that size or grown past it by
+ *     realloc; a smaller one is not; with 0 none is.  Skipped where the kernel
+ *     has no transparent huge pages (no /sys/kernel/mm/transparent_hugepage).
  *
- * Usage: test_flags hakmem   run the checks (the runner passes "hakmem")
- *        test_flags noop     the child: allocate a little, exit 0
- *        test_flags          print "skipped"
+ * Usage: test_flags hakmem             run the checks (the runner passes "hakmem")
+ *        test_flags noop               the child: allocate a little, exit 0
+ *        test_flags thp MIB [GROW_MIB] the child: malloc MIB MiB (then realloc to
+ *                                      GROW_MIB), print "advised=0|1" on stdout
+ *        test_flags                    print "skipped"
  */
 #define TEST_NAME "test_flags"
 #include "test_common.h"
+#include <fcntl.h>
 #include <pthread.h>
 
 #define END_MARKER TEST_NAME ": noop end"
@@ -44,6 +52,50 @@ static int noop(void)
     void *r = NULL;
     if (pthread_create(&t, NULL, noop_thread, NULL) == 0) pthread_join(t, &r);
     free(r);
+    fprintf(stderr, "%s\n", END_MARKER);
+    return 0;
+}
+
+/* Is the mapping holding p advised for huge pages (VmFlags "hg")?  -1: not found.
+ * /proc/self/smaps is read with open/read: stdio would allocate. */
+static int advised_huge(const void *p)
+{
+    static char buf[1 << 20];
+    int fd = open("/proc/self/smaps", O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return -1;
+    size_t n = 0;
+    ssize_t r;
+    while (n < sizeof buf - 1 && (r = read(fd, buf + n, sizeof buf - 1 - n)) > 0) n += (size_t)r;
+    close(fd);
+    buf[n] = 0;
+    int inside = 0;
+    for (char *line = buf; line && *line;) {
+        char *next = strchr(line, '\n');
+        if (next) *next++ = 0;
+        unsigned long lo, hi;
+        if (sscanf(line, "%lx-%lx ", &lo, &hi) == 2 && strchr(line, '-') < strchr(line, ' '))
+            inside = (uintptr_t)p >= lo && (uintptr_t)p < hi;
+        else if (inside && !strncmp(line, "VmFlags:", 8))
+            return strstr(line, " hg") != NULL;
+        line = next;
+    }
+    return -1;
+}
+
+static int thp_child(int argc, char **argv)
+{
+    size_t mib = strtoul(argv[2], NULL, 10), grow = argc > 3 ? strtoul(argv[3], NULL, 10) : 0;
+    char *p = malloc(mib << 20);
+    if (!p) return 3;
+    memset(p, 1, 4096);
+    if (grow) {
+        p = realloc(p, grow << 20);
+        if (!p) return 3;
+        memset(p + (grow << 20) - 4096, 2, 4096);
+    }
+    printf("advised=%d\n", advised_huge(p));
+    fflush(stdout);
+    free(p);
     fprintf(stderr, "%s\n", END_MARKER);
     return 0;
 }
@@ -122,7 +174,8 @@ static void check_verbose(void)
     const char *set[] = { "HAKMEM_VERBOSE=1", "HAKMEM_TCACHE_TINY=77", NULL };
     static const char *flags[] = { "HAKMEM_TCACHE_TINY", "HAKMEM_TCACHE_MID", "HAKMEM_LARGE_CACHE_MB",
                                    "HAKMEM_PURGE_KB", "HAKMEM_PURGE_DELAY_MS", "HAKMEM_STATS", "HAKMEM_VERBOSE",
-                                   "HAKMEM_ABORT_ON_ERROR", "HAKMEM_CHECK", "HAKMEM_STATS_FILE" };
+                                   "HAKMEM_ABORT_ON_ERROR", "HAKMEM_CHECK", "HAKMEM_STATS_FILE",
+                                   "HAKMEM_CRASH_REPORT", "HAKMEM_THP_MB" };
     spawn_noop(set, &r);
     if (!exited_ok(&r)) { report("want exit status 0", set, &r); return; }
     const char *marker = strstr(r.err, END_MARKER);
@@ -163,9 +216,44 @@ static void check_stats(void)
     if (!strstr(after, "hakmem: ")) report("no \"hakmem: \" statistics line at exit", set, &r);
 }
 
+/* A block of `mib` MiB (realloc'ed to `grow` MiB unless 0) under HAKMEM_THP_MB=`thp`
+ * (NULL: unset) is advised for huge pages or not, as `want` says. */
+static void check_thp(const char *thp, const char *mib, const char *grow, int want)
+{
+    static child_result_t r;
+    char assign[64];
+    snprintf(assign, sizeof assign, "HAKMEM_THP_MB=%s", thp ? thp : "");
+    const char *set[] = { thp ? assign : NULL, NULL };
+    char *argv[] = { (char *)test_name, (char *)"thp", (char *)mib, (char *)grow, NULL };
+    static const char *const drop[] = { "HAKMEM_", NULL };
+    spawn_self(argv, drop, set, &r);
+    char what[160], line[32];
+    snprintf(line, sizeof line, "advised=%d", want);
+    snprintf(what, sizeof what, "a %s MiB block%s%s%s: want \"%s\" on stdout, got \"%.40s\"", mib,
+             grow ? " realloc'ed to " : "", grow ? grow : "", grow ? " MiB" : "", line, r.out);
+    if (!exited_ok(&r) || !strstr(r.out, line)) report(what, set, &r);
+}
+
+static void check_thp_all(void)
+{
+    if (access("/sys/kernel/mm/transparent_hugepage/enabled", F_OK) != 0) {
+        printf("%s: no transparent huge pages in this kernel: HAKMEM_THP_MB checks skipped\n", test_name);
+        return;
+    }
+    check_thp(NULL, "40", NULL, 1);   /* default 32 MiB: at or above */
+    check_thp(NULL, "32", NULL, 1);
+    check_thp(NULL, "8", NULL, 0);    /* below */
+    check_thp(NULL, "8", "40", 1);    /* grown past it */
+    check_thp("0", "40", NULL, 0);    /* never */
+    check_thp("0", "8", "40", 0);
+    check_thp("4", "8", NULL, 1);     /* a lower threshold */
+    check_thp("64", "40", NULL, 0);   /* a higher one */
+}
+
 int main(int argc, char **argv)
 {
     if (argc >= 2 && !strcmp(argv[1], "noop")) return noop();
+    if (argc >= 3 && !strcmp(argv[1], "thp")) return thp_child(argc, argv);
     skip_unless_hakmem(argc, argv);
     /* bad values and the default each falls back to (docs: Flags) */
     check_bad("HAKMEM_TCACHE_TINY", "abc", "128");
@@ -186,6 +274,8 @@ int main(int argc, char **argv)
     check_bad("HAKMEM_STATS", "2", "0");
     check_bad("HAKMEM_STATS", "JSON", "0");
     check_bad("HAKMEM_ABORT_ON_ERROR", "on", "0");
+    check_bad("HAKMEM_THP_MB", "2M", "32");
+    check_bad("HAKMEM_THP_MB", "1048577", "32");
 
     check_good("HAKMEM_TCACHE_TINY=0");
     check_good("HAKMEM_TCACHE_TINY=65535");
@@ -201,9 +291,12 @@ int main(int argc, char **argv)
     check_good("HAKMEM_STATS=0");
     check_good("HAKMEM_STATS=json");
     check_good("HAKMEM_ABORT_ON_ERROR=1");
+    check_good("HAKMEM_THP_MB=0");
+    check_good("HAKMEM_THP_MB=1048576");
 
     check_verbose();
     check_stats();
+    check_thp_all();
 
     return test_finish("check");
 }

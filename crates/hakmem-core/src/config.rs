@@ -48,13 +48,14 @@ pub const ABORT_ON_ERROR: usize = 7;
 pub const CHECK: usize = 8;
 pub const STATS_FILE: usize = 9;
 pub const CRASH_REPORT: usize = 10;
+pub const THP_MB: usize = 11;
 
 /// HAKMEM_STATS values.
 pub const STATS_TEXT: usize = 1;
 pub const STATS_JSON: usize = 2;
 
 /// Every flag hakmem reads. docs/ENV.md documents the same rows.
-pub static FLAGS: [Flag; 11] = [
+pub static FLAGS: [Flag; 12] = [
     Flag {
         name: "HAKMEM_TCACHE_TINY\0",
         default: 128,
@@ -154,6 +155,15 @@ pub static FLAGS: [Flag; 11] = [
         path: false,
         unit: "0|1",
         meaning: "on SIGSEGV, SIGBUS, SIGILL, SIGFPE or SIGABRT, print what hakmem knows of the fault address, then let the signal go on",
+    },
+    Flag {
+        name: "HAKMEM_THP_MB\0",
+        default: 32,
+        max: 1 << 20,
+        words: &[],
+        path: false,
+        unit: "MiB",
+        meaning: "large blocks of at least this size ask for transparent huge pages (MADV_HUGEPAGE); 0: never",
     },
 ];
 

@@ -13,6 +13,15 @@
 //! Freed blocks are kept mapped in a small cache (HAKMEM_LARGE_CACHE_MB), so
 //! that a free followed by a malloc of a similar size costs no `mmap`; a
 //! cached block bigger than the request is cut down to it.
+//!
+//! Blocks of HAKMEM_THP_MB (32 MiB) and more ask for transparent huge pages
+//! when they are mapped or grow past that size: a block that big is most
+//! likely one array used whole (a compressor's match finder, a table), where
+//! 2 MiB pages take 512 times fewer faults and TLB entries. Smaller blocks
+//! stay on 4 KiB pages, so a program that touches a few pages of many
+//! blocks (bench_malloc_large: 9 pages of each 5–25 MiB block) does not
+//! fault in 2 MiB for each page it touches. A cached block cut down below
+//! the size keeps its advice.
 
 use core::ptr;
 use core::sync::atomic::Ordering;
@@ -90,11 +99,22 @@ pub fn alloc(size: usize, align: usize) -> (*mut u8, bool) {
         unsafe { os::unmap_unused(p, bytes) };
         return (ptr::null_mut(), false);
     }
+    advise_huge_from(p, 0, bytes);
     if align <= CHUNK {
         LARGE.cache_misses.fetch_add(1, Ordering::Relaxed);
     }
     LARGE.allocated(bytes);
     (p, true)
+}
+
+/// Ask for transparent huge pages on block `p` when it reaches HAKMEM_THP_MB
+/// in growing from `old_bytes` to `bytes` (0: freshly mapped).
+fn advise_huge_from(p: *mut u8, old_bytes: usize, bytes: usize) {
+    let at = config::get(config::THP_MB) << 20;
+    if at != 0 && old_bytes < at && bytes >= at {
+        // SAFETY: `p` is a block of ours of `bytes` bytes, mapped whole.
+        unsafe { os::advise_huge(p, bytes) };
+    }
 }
 
 /// Usable size of a large block with `pages` usable pages.
@@ -244,6 +264,7 @@ pub unsafe fn realloc(p: *mut u8, pages: usize, new_size: usize) -> *mut u8 {
     let grown = unsafe { os::remap(p, old_bytes, new_bytes, ptr::null_mut()) };
     if !grown.is_null() {
         if page_map::set_large(base, new_chunks, head) {
+            advise_huge_from(p, old_bytes, new_bytes);
             os::set_errno(saved_errno);
             LARGE.grown_in_place.fetch_add(1, Ordering::Relaxed);
             LARGE.resized(old_bytes, new_bytes);
@@ -330,6 +351,8 @@ unsafe fn move_grow(p: *mut u8, old_bytes: usize, new_bytes: usize) -> *mut u8 {
         os::abort();
     }
     page_map::set_large(d, new_chunks, Entry::LargeHead { pages: new_bytes / PAGE });
+    // The moved pages keep the old mapping's advice.
+    advise_huge_from(dest, old_bytes, new_bytes);
     LARGE.moved.fetch_add(1, Ordering::Relaxed);
     LARGE.resized(old_bytes, new_bytes);
     dest

@@ -494,6 +494,15 @@ pub fn object_name(addr: usize, buf: &mut [u8]) -> Option<&str> {
     core::str::from_utf8(&buf[..n]).ok().filter(|s| !s.is_empty())
 }
 
+/// Ask for transparent huge pages on a range (`MADV_HUGEPAGE`).
+///
+/// # Safety
+/// The range is page aligned and hakmem's.
+pub unsafe fn advise_huge(p: *mut u8, size: usize) {
+    // SAFETY: caller guarantees the range is ours.
+    unsafe { libc::madvise(p as *mut libc::c_void, size, libc::MADV_HUGEPAGE) };
+}
+
 /// Let a mapping be inherited by `fork` again (undo a user's
 /// `madvise(MADV_DONTFORK)` before the memory serves someone else).
 ///
