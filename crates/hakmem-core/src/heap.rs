@@ -6,7 +6,7 @@
 //!   refill(class)             one block + a batch for the bin
 //!     slab_with_free(class)   available list -> remote frees -> full list scan
 //!       new_slab(class)       own segments -> reclaim abandoned -> new segment
-//! free_slow(b, class)         bin full: flush its older half
+//! free_slow(b, class)         bin full: grow it (grow_bin), or flush its older half
 //!   free_chain(blocks)        each block to its slab: local, or remote list
 //! collect_some()              periodic: bounded look at each class's lists, purge
 //! collect()                   every slab: remote frees, release empty slabs, purge
@@ -24,7 +24,7 @@
 //! process reaches memory whose owner is idle or gone.
 
 use core::ptr;
-use core::sync::atomic::{AtomicI32, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicI32, AtomicU64, AtomicUsize, Ordering};
 
 use crate::config;
 use crate::list::{Linked, Queue};
@@ -36,7 +36,7 @@ use crate::size_class::{NUM_CLASSES, STRIDE};
 use crate::slab::{corrupted, Block, Slab, SlabList};
 use crate::stats::{self, HeapCounters, STATS};
 use crate::sync::{Lock, RawLock};
-use crate::thread_cache::ThreadCache;
+use crate::thread_cache::{self, ThreadCache};
 
 /// Full slabs looked at for remote frees before a new slab is made.
 const FULL_SCAN: usize = 8;
@@ -50,6 +50,11 @@ const COLLECT_LOOK: usize = 8;
 /// A refill takes a slab's whole local list when it is at most this many
 /// times what the bin wants (see `refill`).
 const TAKE_WHOLE: u32 = 8;
+/// A bin grows up to this many times its configured capacity...
+const GROWTH: u32 = 4;
+/// ...within this many bytes of grown capacity per thread (`grow_bin`).
+const GROWTH_BYTES: usize = 4 << 20;
+
 /// A heap's first refill of a class takes this many blocks (see `batch`).
 const FIRST_BATCH: u32 = 4;
 
@@ -96,6 +101,13 @@ pub struct Heap {
     /// each bin's count then (see `age_cache`).
     cache_epoch: u64,
     cache_marks: [u32; NUM_CLASSES],
+    /// Per class (bit), a refill since the bin last overflowed: a bin that
+    /// runs empty and full in turn grows (see `grow_bin`).
+    refilled: u64,
+    /// Bytes this heap freed into abandoned segments since reclamation
+    /// last visited them for it (`reclaim::after_slow_path`, which reads it
+    /// without the lock: an atomic).
+    abandoned_freed: AtomicUsize,
     ticks: u32,
     /// Per class, how many blocks the next refill carves or takes: it
     /// starts small and doubles up to half the bin's capacity, so a thread
@@ -202,6 +214,8 @@ impl Heap {
             epoch: 0,
             cache_epoch: 0,
             cache_marks: [0; NUM_CLASSES],
+            refilled: 0,
+            abandoned_freed: AtomicUsize::new(0),
             ticks: 0,
             batch: [0; NUM_CLASSES],
             next: ptr::null_mut(),
@@ -240,6 +254,7 @@ impl Heap {
     /// The caller holds the lock.
     pub fn alloc_slow(&mut self, class: usize) -> *mut Block {
         self.active_epoch.store(segment::current_epoch(), Ordering::Relaxed);
+        self.refilled |= 1 << class;
         let full = self.cache.bins[class].cap().div_ceil(2);
         let want = (self.batch[class] as u32).clamp(FIRST_BATCH.min(full), full);
         self.batch[class] = (want * 2).min(full).min(u16::MAX as u32) as u16;
@@ -262,14 +277,18 @@ impl Heap {
         b
     }
 
-    /// The free slow path (bin of `class` full, or capacity 0): flush the
-    /// older half of the bin to the slabs, then cache `b`. The caller holds
-    /// the lock.
+    /// The free slow path (bin of `class` full, or capacity 0): grow the
+    /// bin if the thread cycles through more than it holds, else flush its
+    /// older half to the slabs; then cache `b`. The caller holds the lock.
     ///
     /// # Safety
     /// `b` is a live block of `class` that the caller gives up.
     pub unsafe fn free_slow(&mut self, b: *mut Block, class: usize) {
         self.active_epoch.store(segment::current_epoch(), Ordering::Relaxed);
+        // SAFETY: the caller gives us `b`.
+        if self.grow_bin(class) && unsafe { self.cache.push(b, class, Block::free_tag(b)) } {
+            return;
+        }
         // The most recently freed blocks, likeliest in cache, stay.
         let keep = self.cache.bins[class].cap() / 2;
         let (chain, n) = self.cache.take_surplus(class, keep);
@@ -550,15 +569,23 @@ impl Heap {
         // The run of consecutive blocks of one foreign slab: first, last, length, slab.
         let mut batch: (*mut Block, *mut Block, usize, *mut Slab) =
             (ptr::null_mut(), ptr::null_mut(), 0, ptr::null_mut());
+        let mut to_abandoned = 0;
         // SAFETY: each block is live until handed to a slab or remote list;
         // its link is read before that.
         unsafe {
             for _ in 0..n {
                 let next = Block::next(b);
                 let slab = slab_of(b);
-                if (*Segment::of(b as usize)).owner.load(Ordering::Relaxed) == me {
+                let owner = (*Segment::of(b as usize)).owner.load(Ordering::Relaxed);
+                if owner == me {
                     self.free_local(slab, b);
-                } else if slab == batch.3 && Block::next(batch.1) == b {
+                    b = next;
+                    continue;
+                }
+                if owner.is_null() {
+                    to_abandoned += STRIDE[class] as usize;
+                }
+                if slab == batch.3 && Block::next(batch.1) == b {
                     // Already linked to the run's last block (nothing went
                     // local in between).
                     batch.1 = b;
@@ -575,6 +602,16 @@ impl Heap {
                 free_remote_chain(batch.0, batch.1, batch.2, batch.3);
             }
         }
+        if to_abandoned != 0 {
+            self.abandoned_freed.fetch_add(to_abandoned, Ordering::Relaxed);
+        }
+    }
+
+    /// Has this heap freed more than `bytes` into abandoned segments since
+    /// the last time this said so?
+    pub fn abandoned_freed_over(&self, bytes: usize) -> bool {
+        self.abandoned_freed.load(Ordering::Relaxed) >= bytes
+            && self.abandoned_freed.swap(0, Ordering::Relaxed) >= bytes
     }
 
     /// Free one block of `class`, wherever it belongs.
@@ -805,6 +842,27 @@ impl Heap {
         self.maybe_purge()
     }
 
+    /// A bin that overflows after running empty since its last overflow
+    /// holds less than the thread cycles through: it grows by its configured
+    /// capacity, up to `GROWTH` times that, within `GROWTH_BYTES` of grown
+    /// bins per thread (tcmalloc's thread caches grow the same way). True
+    /// when it grew. `age_cache` shrinks it back once it goes unused.
+    fn grow_bin(&mut self, class: usize) -> bool {
+        if self.refilled & (1 << class) == 0 {
+            return false;
+        }
+        self.refilled &= !(1 << class);
+        let (base, cap) = (thread_cache::capacity(class), self.cache.capacity_of(class));
+        if base == 0 || cap >= base * GROWTH {
+            return false;
+        }
+        if self.cache.grown_bytes() + base as usize * STRIDE[class] as usize > GROWTH_BYTES {
+            return false;
+        }
+        self.cache.set_capacity(class, cap + base);
+        true
+    }
+
     /// Once per purge epoch: a bin whose count has not moved since the last
     /// look holds blocks nobody here is using (a thread that freed blocks of
     /// a size it no longer allocates). They go back to their slabs, so that
@@ -818,6 +876,7 @@ impl Heap {
                 let (chain, n) = self.cache.take_all(class);
                 // SAFETY: the bin's blocks are free blocks we give back.
                 unsafe { self.free_chain(chain, n, class) };
+                self.cache.set_capacity(class, thread_cache::capacity(class));
             }
             self.cache_marks[class] = self.cache.bins[class].count();
         }

@@ -5,14 +5,18 @@
 //! stops calling the allocator: a thread that exited (its segments are
 //! abandoned), a thread that is alive but idle (blocks others freed into its
 //! slabs wait on remote lists), a thread that died without its exit hook
-//! (its heap and cache are orphaned). Three triggers reach all of them, each
-//! with bounded work per call:
+//! (its heap and cache are orphaned). Four triggers reach them, each with
+//! bounded work per call:
 //!
 //! - the decay clock: after a slow path, the one thread that advances the
 //!   purge epoch (every HAKMEM_PURGE_DELAY_MS) ages the cached segments,
 //!   visits a few abandoned segments (drains them, releases what emptied,
 //!   purges aged pages) and a few heaps (reaps those whose thread is gone,
 //!   collects idle ones);
+//! - frees into abandoned segments: a thread that has freed 4 MiB into them
+//!   visits a few and purges all their free pages — without waiting for the
+//!   clock, which a thread whose grown bins keep it on its fast paths no
+//!   longer drives;
 //! - thread start: a couple of the oldest heaps are checked for a dead
 //!   thread, so heaps without an exit hook do not pile up under thread churn;
 //! - `malloc_trim`, and an allocation that found no memory: everything —
@@ -32,6 +36,9 @@ use crate::stats::{self, STATS};
 const DECAY_HEAPS: usize = 8;
 /// Abandoned segments visited per decay epoch.
 const DECAY_SEGMENTS: usize = 16;
+/// A heap that freed this many bytes into abandoned segments visits them.
+pub const ABANDONED_FREED_VISIT: usize = 4 << 20;
+
 /// Heaps checked for a dead thread at each thread start.
 const START_CHECKS: usize = 2;
 
@@ -46,14 +53,20 @@ enum Depth {
     All,
 }
 
-/// Called after every slow path: on the epoch's first, do the process-wide
-/// decay work.
-pub fn after_slow_path(me: *mut Heap) {
+/// Called after every slow path of heap `me`: on the epoch's first, do the
+/// process-wide decay work. `abandoned_freed`: `me` has freed
+/// `ABANDONED_FREED_VISIT` bytes into abandoned segments since it last said
+/// so; visit them and give back their free pages.
+pub fn after_slow_path(me: *mut Heap, abandoned_freed: bool) {
     let (e, advanced) = segment::purge_epoch();
     if advanced {
         segment::age_cache(e);
         segment::reclaim_abandoned(DECAY_SEGMENTS, ptr::null_mut(), Purge::Aged(e));
         heap::visit(DECAY_HEAPS, |h| visit_heap(h, me, Depth::Decay(e), &mut 0));
+    }
+    if abandoned_freed {
+        // Their owner is gone: nobody else would reuse these pages soon.
+        segment::reclaim_abandoned(DECAY_SEGMENTS, ptr::null_mut(), Purge::All);
     }
 }
 

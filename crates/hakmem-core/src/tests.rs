@@ -678,6 +678,66 @@ fn a_bin_left_alone_is_given_back_on_the_decay_clock() {
     .unwrap();
 }
 
+/// A bin that a thread runs empty and full in turn grows by its configured
+/// capacity at each overflow that follows a refill, up to four times that
+/// capacity; left alone, it goes back to its slabs and its capacity to the
+/// configured one on the decay clock.
+#[test]
+fn a_bin_run_empty_and_full_grows_to_four_times_and_shrinks_when_left_alone() {
+    let class = class_of(48);
+    let base = crate::thread_cache::capacity(class);
+    thread::spawn(move || {
+        let cap_now = || {
+            let mut c = 0;
+            with_my_heap(|h| c = h.cache.capacity_of(class));
+            c
+        };
+        let mut caps = Vec::new();
+        for _ in 0..6 {
+            let v: Vec<usize> = (0..5 * base).map(|_| api::malloc(48) as usize).collect();
+            for b in v {
+                // SAFETY: live blocks of this thread.
+                unsafe { api::free(b as *mut u8) };
+            }
+            caps.push(cap_now());
+        }
+        assert_eq!(caps[0], 2 * base, "capacity after one cycle: {caps:?} (configured {base})");
+        assert_eq!(
+            *caps.last().unwrap(),
+            4 * base,
+            "capacity after six cycles: {caps:?} (configured {base})"
+        );
+        assert!(caps.windows(2).all(|w| w[0] <= w[1]), "capacity went down while in use: {caps:?}");
+        let mut cached = 0;
+        with_my_heap(|h| cached = h.cache.bins[class].count());
+        assert!(
+            cached > base,
+            "{cached} blocks cached after freeing {} (configured capacity {base})",
+            5 * base
+        );
+        check_my_heap();
+        // Work in another class only: the bin is left alone.
+        let start = std::time::Instant::now();
+        while (cap_now() != base || cached > 0) && start.elapsed().as_secs() < 3 {
+            let v: Vec<usize> = (0..1000).map(|_| api::malloc(8192) as usize).collect();
+            for b in v {
+                // SAFETY: live blocks of this thread.
+                unsafe { api::free(b as *mut u8) };
+            }
+            with_my_heap(|h| cached = h.cache.bins[class].count());
+        }
+        assert_eq!(
+            (cap_now(), cached),
+            (base, 0),
+            "capacity and blocks of the 48-byte bin after {:?}",
+            start.elapsed()
+        );
+        check_my_heap();
+    })
+    .join()
+    .unwrap();
+}
+
 /// A slab whose blocks all came back through other threads is carved afresh
 /// from its start (`Slab::restart`); a double free of a block past the new
 /// carve point is still reported as a double free (the published carve

@@ -248,7 +248,7 @@ pub fn alloc_slow(class: usize, size: usize) -> *mut u8 {
             let _g = Entered::new(&*h);
             (*h).alloc_slow(class)
         };
-        reclaim::after_slow_path(h);
+        after_slow_path(h);
         if !b.is_null() && counting() {
             // SAFETY: this thread's heap.
             stats::counted_alloc(unsafe { &(*h).counters }, class, size);
@@ -260,6 +260,14 @@ pub fn alloc_slow(class: usize, size: usize) -> *mut u8 {
         release_everything();
     }
     ptr::null_mut()
+}
+
+/// After a slow path of the thread's own heap `h`: reclamation's turn.
+fn after_slow_path(h: *mut Heap) {
+    // SAFETY: the calling thread's own heap, live while it runs; the count
+    // is an atomic.
+    let abandoned_freed = unsafe { (*h).abandoned_freed_over(reclaim::ABANDONED_FREED_VISIT) };
+    reclaim::after_slow_path(h, abandoned_freed);
 }
 
 /// The free slow path: the bin of `class` is full (or has capacity 0, or,
@@ -305,7 +313,7 @@ pub unsafe fn free_slow(b: *mut Block, class: usize) {
         // SAFETY: forwarded contract.
         unsafe { (*h).free_slow(b, class) };
     }
-    reclaim::after_slow_path(h);
+    after_slow_path(h);
 }
 
 static KEY: AtomicU32 = AtomicU32::new(u32::MAX);

@@ -171,6 +171,23 @@ impl ThreadCache {
         (chain, n)
     }
 
+    /// The capacity of the bin of `class`.
+    pub fn capacity_of(&self, class: usize) -> u32 {
+        self.bins[class].cap
+    }
+
+    /// Set the capacity of the bin of `class` (its blocks stay).
+    pub fn set_capacity(&mut self, class: usize, cap: u32) {
+        self.bins[class].set_cap(cap);
+    }
+
+    /// Bytes of blocks the bins may hold beyond their configured capacities.
+    pub fn grown_bytes(&self) -> usize {
+        (1..NUM_CLASSES)
+            .map(|c| self.bins[c].cap.saturating_sub(capacity(c)) as usize * STRIDE[c] as usize)
+            .sum()
+    }
+
     /// Set every bin's capacity from the configuration.
     pub fn apply_capacities(&mut self) {
         for class in 1..NUM_CLASSES {
