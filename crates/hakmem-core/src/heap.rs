@@ -104,6 +104,9 @@ pub struct Heap {
     /// Per class (bit), a refill since the bin last overflowed: a bin that
     /// runs empty and full in turn grows (see `grow_bin`).
     refilled: u64,
+    /// Per class (bit), a slow path since `age_cache` last looked: such a
+    /// bin is in use, whatever its count.
+    slow_since_aging: u64,
     /// Bytes this heap freed into abandoned segments since reclamation
     /// last visited them for it (`reclaim::after_slow_path`, which reads it
     /// without the lock: an atomic).
@@ -215,6 +218,7 @@ impl Heap {
             cache_epoch: 0,
             cache_marks: [0; NUM_CLASSES],
             refilled: 0,
+            slow_since_aging: 0,
             abandoned_freed: AtomicUsize::new(0),
             ticks: 0,
             batch: [0; NUM_CLASSES],
@@ -255,6 +259,7 @@ impl Heap {
     pub fn alloc_slow(&mut self, class: usize) -> *mut Block {
         self.active_epoch.store(segment::current_epoch(), Ordering::Relaxed);
         self.refilled |= 1 << class;
+        self.slow_since_aging |= 1 << class;
         let full = self.cache.bins[class].cap().div_ceil(2);
         let want = (self.batch[class] as u32).clamp(FIRST_BATCH.min(full), full);
         self.batch[class] = (want * 2).min(full).min(u16::MAX as u32) as u16;
@@ -285,6 +290,7 @@ impl Heap {
     /// `b` is a live block of `class` that the caller gives up.
     pub unsafe fn free_slow(&mut self, b: *mut Block, class: usize) {
         self.active_epoch.store(segment::current_epoch(), Ordering::Relaxed);
+        self.slow_since_aging |= 1 << class;
         // SAFETY: the caller gives us `b`.
         if self.grow_bin(class) && unsafe { self.cache.push(b, class, Block::free_tag(b)) } {
             return;
@@ -607,8 +613,8 @@ impl Heap {
         }
     }
 
-    /// Has this heap freed more than `bytes` into abandoned segments since
-    /// the last time this said so?
+    /// Has this heap freed `bytes` or more into abandoned segments since the
+    /// last time this said so?
     pub fn abandoned_freed_over(&self, bytes: usize) -> bool {
         self.abandoned_freed.load(Ordering::Relaxed) >= bytes
             && self.abandoned_freed.swap(0, Ordering::Relaxed) >= bytes
@@ -863,23 +869,27 @@ impl Heap {
         true
     }
 
-    /// Once per purge epoch: a bin whose count has not moved since the last
-    /// look holds blocks nobody here is using (a thread that freed blocks of
-    /// a size it no longer allocates). They go back to their slabs, so that
-    /// bins can be large without pinning slabs, this thread's or another's,
-    /// for good. A bin in use whose count happens to match is only refilled
-    /// a little early.
+    /// Once per purge epoch: a bin with no slow path and a count that has
+    /// not moved since the last look holds blocks nobody here is using (a
+    /// thread that freed blocks of a size it no longer allocates). They go
+    /// back to their slabs, so that bins can be large without pinning slabs,
+    /// this thread's or another's, for good, and a grown bin goes back to its
+    /// configured capacity. A bin used on the fast paths only, whose count
+    /// happens to match, is only refilled a little early.
     fn age_cache(&mut self) {
         for class in 1..NUM_CLASSES {
             let n = self.cache.bins[class].count();
-            if n > 0 && n == self.cache_marks[class] {
-                let (chain, n) = self.cache.take_all(class);
-                // SAFETY: the bin's blocks are free blocks we give back.
-                unsafe { self.free_chain(chain, n, class) };
+            if self.slow_since_aging & (1 << class) == 0 && n == self.cache_marks[class] {
+                if n > 0 {
+                    let (chain, n) = self.cache.take_all(class);
+                    // SAFETY: the bin's blocks are free blocks we give back.
+                    unsafe { self.free_chain(chain, n, class) };
+                }
                 self.cache.set_capacity(class, thread_cache::capacity(class));
             }
             self.cache_marks[class] = self.cache.bins[class].count();
         }
+        self.slow_since_aging = 0;
     }
 
     /// Walk every slab: take remote frees where that is cheap, release

@@ -44,18 +44,23 @@ fn check_pattern(p: *const u8, len: usize, seed: u8) -> bool {
     })
 }
 
-/// Run `f` on the calling thread's heap (if it has one), under its lock.
+/// Run `f` on the calling thread's heap (if it has one), under its lock
+/// (waiting for a visitor that holds it for a moment).
 fn with_my_heap(f: impl FnOnce(&mut Heap)) {
     let h = hk_thread::own();
     // SAFETY: this thread's heap; the lock keeps visitors out meanwhile. The
     // empty heap (a thread that never allocated) has no segments to look at.
     unsafe {
-        if (*h).lock().try_lock() {
+        if hk_thread::has_heap() && (*h).lock().lock() {
             f(&mut *h);
             (*h).lock().unlock();
         }
     }
 }
+
+/// Tests that change the cache capacities for the whole process, and those
+/// that depend on them, run one at a time.
+static CAPACITIES: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 /// Check the calling thread's heap and all its segments and slabs.
 fn check_my_heap() {
@@ -241,6 +246,7 @@ fn blocks_outlive_their_thread_and_its_segments_are_adopted() {
 
 #[test]
 fn thread_caches_of_capacity_zero_and_one_stay_correct() {
+    let _one_at_a_time = CAPACITIES.lock().unwrap_or_else(|e| e.into_inner());
     for cap in [0, 1] {
         // Capacities apply to threads started after the change.
         config::set_for_test(config::TCACHE_TINY, cap);
@@ -684,6 +690,7 @@ fn a_bin_left_alone_is_given_back_on_the_decay_clock() {
 /// configured one on the decay clock.
 #[test]
 fn a_bin_run_empty_and_full_grows_to_four_times_and_shrinks_when_left_alone() {
+    let _one_at_a_time = CAPACITIES.lock().unwrap_or_else(|e| e.into_inner());
     let class = class_of(48);
     let base = crate::thread_cache::capacity(class);
     thread::spawn(move || {

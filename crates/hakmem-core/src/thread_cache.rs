@@ -10,7 +10,7 @@
 //! without its exit hook, another thread can still give the blocks back.
 
 use core::ptr;
-use core::sync::atomic::{AtomicI32, Ordering};
+use core::sync::atomic::{AtomicI32, AtomicU32, Ordering};
 
 use crate::config;
 use crate::size_class::{
@@ -25,31 +25,33 @@ pub struct Bin {
     /// bin more than its capacity. Only the owner writes it; an atomic
     /// (relaxed: plain moves) because statistics read it from other threads.
     room: AtomicI32,
-    cap: u32,
+    /// Relaxed atomic as well: the owner changes it (a bin grows) while
+    /// statistics read it. The fast paths never look at it.
+    cap: AtomicU32,
 }
 
 impl Bin {
     /// Blocks on the list.
     #[inline(always)]
     pub fn count(&self) -> u32 {
-        (self.cap as i32).wrapping_sub(self.room.load(Ordering::Relaxed)).max(0) as u32
+        (self.cap() as i32).wrapping_sub(self.room.load(Ordering::Relaxed)).max(0) as u32
     }
 
     #[inline(always)]
     pub fn set_count(&self, n: u32) {
-        self.room.store((self.cap as i32).wrapping_sub(n as i32), Ordering::Relaxed);
+        self.room.store((self.cap() as i32).wrapping_sub(n as i32), Ordering::Relaxed);
     }
 
     /// Most blocks the bin keeps before `free` flushes.
     #[inline(always)]
     pub fn cap(&self) -> u32 {
-        self.cap
+        self.cap.load(Ordering::Relaxed)
     }
 
     /// Change the capacity, keeping the count.
     fn set_cap(&mut self, cap: u32) {
         let n = self.count();
-        self.cap = cap;
+        self.cap.store(cap, Ordering::Relaxed);
         self.set_count(n);
     }
 }
@@ -63,7 +65,8 @@ impl ThreadCache {
     /// Every bin empty, with capacity 0.
     pub const fn new() -> ThreadCache {
         ThreadCache {
-            bins: [const { Bin { head: ptr::null_mut(), room: AtomicI32::new(0), cap: 0 } }; CLASS_SLOTS],
+            bins: [const { Bin { head: ptr::null_mut(), room: AtomicI32::new(0), cap: AtomicU32::new(0) } };
+                CLASS_SLOTS],
         }
     }
 
@@ -173,7 +176,7 @@ impl ThreadCache {
 
     /// The capacity of the bin of `class`.
     pub fn capacity_of(&self, class: usize) -> u32 {
-        self.bins[class].cap
+        self.bins[class].cap()
     }
 
     /// Set the capacity of the bin of `class` (its blocks stay).
@@ -184,7 +187,7 @@ impl ThreadCache {
     /// Bytes of blocks the bins may hold beyond their configured capacities.
     pub fn grown_bytes(&self) -> usize {
         (1..NUM_CLASSES)
-            .map(|c| self.bins[c].cap.saturating_sub(capacity(c)) as usize * STRIDE[c] as usize)
+            .map(|c| self.bins[c].cap().saturating_sub(capacity(c)) as usize * STRIDE[c] as usize)
             .sum()
     }
 
