@@ -65,7 +65,8 @@ pub fn after_slow_path(me: *mut Heap, abandoned_freed: bool) {
         heap::visit(DECAY_HEAPS, |h| visit_heap(h, me, Depth::Decay(e), &mut 0));
     }
     if abandoned_freed {
-        // Their owner is gone: nobody else would reuse these pages soon.
+        // Their owner is gone: the pages serve again only if some thread
+        // adopts the segment, so they need not wait for the clock.
         segment::reclaim_abandoned(DECAY_SEGMENTS, ptr::null_mut(), Purge::All);
     }
 }
