@@ -20,8 +20,9 @@
 //! 2 MiB pages take 512 times fewer faults and TLB entries. Smaller blocks
 //! stay on 4 KiB pages, so a program that touches a few pages of many
 //! blocks (bench_malloc_large: 9 pages of each 5–25 MiB block) does not
-//! fault in 2 MiB for each page it touches. A cached block cut down below
-//! the size keeps its advice.
+//! fault in 2 MiB for each page it touches. A block cut down below the size
+//! (by `realloc`, or a cached block handed out for a smaller request) keeps
+//! its advice.
 
 use core::ptr;
 use core::sync::atomic::Ordering;
