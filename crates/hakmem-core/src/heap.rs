@@ -585,13 +585,7 @@ impl Heap {
                 let owner = (*Segment::of(b as usize)).owner.load(Ordering::Relaxed);
                 if owner == me {
                     self.free_local(slab, b);
-                    b = next;
-                    continue;
-                }
-                if owner.is_null() {
-                    to_abandoned += STRIDE[class] as usize;
-                }
-                if slab == batch.3 && Block::next(batch.1) == b {
+                } else if slab == batch.3 && Block::next(batch.1) == b {
                     // Already linked to the run's last block (nothing went
                     // local in between).
                     batch.1 = b;
@@ -601,6 +595,9 @@ impl Heap {
                         free_remote_chain(batch.0, batch.1, batch.2, batch.3);
                     }
                     batch = (b, b, 1, slab);
+                }
+                if owner.is_null() {
+                    to_abandoned += STRIDE[class] as usize;
                 }
                 b = next;
             }
@@ -858,14 +855,14 @@ impl Heap {
             return false;
         }
         self.refilled &= !(1 << class);
-        let (base, cap) = (thread_cache::capacity(class), self.cache.capacity_of(class));
+        let (base, cap) = (thread_cache::capacity(class), self.cache.bins[class].cap());
         if base == 0 || cap >= base * GROWTH {
             return false;
         }
         if self.cache.grown_bytes() + base as usize * STRIDE[class] as usize > GROWTH_BYTES {
             return false;
         }
-        self.cache.set_capacity(class, cap + base);
+        self.cache.bins[class].set_cap(cap + base);
         true
     }
 
@@ -885,7 +882,7 @@ impl Heap {
                     // SAFETY: the bin's blocks are free blocks we give back.
                     unsafe { self.free_chain(chain, n, class) };
                 }
-                self.cache.set_capacity(class, thread_cache::capacity(class));
+                self.cache.bins[class].set_cap(thread_cache::capacity(class));
             }
             self.cache_marks[class] = self.cache.bins[class].count();
         }

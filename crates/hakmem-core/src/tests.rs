@@ -696,7 +696,7 @@ fn a_bin_run_empty_and_full_grows_to_four_times_and_shrinks_when_left_alone() {
     thread::spawn(move || {
         let cap_now = || {
             let mut c = 0;
-            with_my_heap(|h| c = h.cache.capacity_of(class));
+            with_my_heap(|h| c = h.cache.bins[class].cap());
             c
         };
         let mut caps = Vec::new();

@@ -49,7 +49,7 @@ impl Bin {
     }
 
     /// Change the capacity, keeping the count.
-    fn set_cap(&mut self, cap: u32) {
+    pub fn set_cap(&mut self, cap: u32) {
         let n = self.count();
         self.cap.store(cap, Ordering::Relaxed);
         self.set_count(n);
@@ -177,16 +177,6 @@ impl ThreadCache {
         };
         bin.set_count(keep);
         (chain, n)
-    }
-
-    /// The capacity of the bin of `class`.
-    pub fn capacity_of(&self, class: usize) -> u32 {
-        self.bins[class].cap()
-    }
-
-    /// Set the capacity of the bin of `class` (its blocks stay).
-    pub fn set_capacity(&mut self, class: usize, cap: u32) {
-        self.bins[class].set_cap(cap);
     }
 
     /// Bytes of blocks the bins may hold beyond their configured capacities.
