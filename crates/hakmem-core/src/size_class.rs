@@ -150,9 +150,12 @@ pub fn is_stride_multiple(class: usize, off: usize) -> bool {
     (off as u64).wrapping_mul(m) <= m.wrapping_sub(1)
 }
 
-/// Bytes of the largest slab: what a slab's carve point can reach. The
-/// segment page table stores carve points in 16-byte units in 16 bits.
+/// Bytes of the largest slab: what a slab's carve point can reach. A new
+/// segment's first mapping covers its header and one slab this big
+/// (`segment::FIRST_MAPPED_PAGES`), and `free`'s block-start test
+/// (`DIVISIBILITY`) holds for offsets below 2^32.
 pub const MAX_SLAB_BYTES: usize = 4 * SLAB_PAGE;
+const _: () = assert!(MAX_SLAB_BYTES < 1 << 32, "Lemire's test covers offsets below 2^32");
 
 /// Per `(size + 15) / 16`, the class of a tiny request of that size.
 pub const fn compute_tiny_lookup() -> [u8; TINY_MAX / 16 + 1] {
@@ -276,10 +279,11 @@ mod tests {
     }
 
     #[test]
-    fn every_slab_fits_the_page_table_carve_field() {
+    fn every_slab_fits_the_first_mapping_and_the_block_start_test() {
         for (c, &pages) in SLAB_PAGES.iter().enumerate().take(NUM_CLASSES).skip(1) {
             assert!(pages as usize * SLAB_PAGE <= MAX_SLAB_BYTES, "class {c}");
         }
+        // The bound of the packed page-table entry this layout replaced.
         assert!(MAX_SLAB_BYTES / 16 <= u16::MAX as usize);
     }
 
