@@ -32,14 +32,15 @@
 //! pages), or unmapped.
 
 use core::ptr;
-use core::sync::atomic::{AtomicPtr, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicPtr, AtomicU32, AtomicU64, AtomicU8, Ordering};
 
 use crate::config;
 use crate::list::{Linked, Queue};
 use crate::os;
 use crate::page_map::{self, Entry, CHUNK, CHUNK_MASK};
 use crate::size_class::{
-    CLASS_MASK, DIVISIBILITY, MAX_SLAB_BYTES, NUM_CLASSES, SLAB_PAGE, SLAB_PAGES, SLAB_PAGE_SHIFT,
+    carve_limit, carved_blocks, CAPACITY, CLASS_MASK, DIVISIBILITY, MAX_SLAB_BYTES, NUM_CLASSES, SLAB_PAGE,
+    SLAB_PAGES, SLAB_PAGE_SHIFT, STRIDE,
 };
 use crate::slab::Slab;
 use crate::stats::{self, STATS};
@@ -109,21 +110,22 @@ unsafe impl Linked for Segment {
 }
 
 /// A page-table entry, in the form `free`'s test takes: an address `p` on
-/// the page is a block start its slab has handed out when `p < carved_end`
-/// and `p·M − bias < M (mod 2^64)`, with `M` the stride's divisibility
-/// multiplier (`size_class::DIVISIBILITY`) and `bias` `M` times the slab's
-/// address: Lemire's test of `p − start` for a multiple of the stride, with
-/// the subtraction folded into the constant. So `free`
-/// refuses a block start that was never handed out, or an interior pointer,
-/// with one multiply and no shifts of packed fields. Zeroes (a free page,
-/// or a sealed header) match nothing.
+/// the page is a block start its slab has handed out when
+/// `p·M − bias < limit (mod 2^64)`, with `M` the stride's divisibility
+/// multiplier (`size_class::DIVISIBILITY`), `bias` `M` times the slab's
+/// address and `limit` the blocks carved so far times `e = stride·M − 2^64`.
+/// For an offset `x = k·stride + r` into the slab, `x·M = k·e + r·M
+/// (mod 2^64)`: below `carved·e` exactly when `r = 0` and `k < carved`,
+/// since `r·M ≥ M` is far above any limit (`size_class::DIVISIBILITY`). One
+/// multiply, one subtraction and one compare refuse both a block start that
+/// was never handed out and an interior pointer, with no shifts of packed
+/// fields. Zeroes (a free page, or a sealed header) match nothing.
 #[repr(C, align(32))]
 pub struct PageEntry {
-    /// The address just past the last block the slab ever carved; 0: no
-    /// live slab on the page.
-    carved_end: AtomicUsize,
     magic: AtomicU64,
     bias: AtomicU64,
+    /// Blocks carved times the stride's `e`; 0: no live slab on the page.
+    limit: AtomicU64,
     /// The offset of the slab's class's bin in a thread cache
     /// (`thread_cache::bin_offset`; 0: no slab), and its first page.
     bin: AtomicU32,
@@ -135,13 +137,11 @@ impl PageEntry {
     /// address on this entry's page), if the slab has handed it out.
     #[inline(always)]
     pub fn carved_bin(&self, p: usize) -> Option<usize> {
-        if p >= self.carved_end.load(Ordering::Relaxed) {
-            return None;
-        }
         // The bias is `M ×` the slab's address: `p·M − bias` is `M ×` the
-        // offset into the slab, below 2^22, as Lemire's test requires.
+        // offset into the slab (mod 2^64).
         let m = self.magic.load(Ordering::Relaxed);
-        if (p as u64).wrapping_mul(m).wrapping_sub(self.bias.load(Ordering::Relaxed)) >= m {
+        let x = (p as u64).wrapping_mul(m).wrapping_sub(self.bias.load(Ordering::Relaxed));
+        if x >= self.limit.load(Ordering::Relaxed) {
             return None;
         }
         Some(self.bin.load(Ordering::Relaxed) as usize & BIN_OFFSET_MASK)
@@ -158,22 +158,22 @@ impl PageEntry {
         self as *const PageEntry as usize & !CHUNK_MASK
     }
 
-    /// Publish slab `class` starting at page `first`, carved up to chunk
-    /// offset `carved_end`.
-    fn set(&self, class: usize, first: usize, carved_end: usize) {
-        debug_assert!(class < NUM_CLASSES && first < PAGES && carved_end <= CHUNK);
+    /// Publish slab `class` starting at page `first`, with `carved` blocks
+    /// carved.
+    fn set(&self, class: usize, first: usize, carved: usize) {
+        debug_assert!(class < NUM_CLASSES && first < PAGES && carved <= CAPACITY[class] as usize);
         let base = self.segment_base();
         let m = DIVISIBILITY[class & CLASS_MASK];
         self.bin.store(bin_offset(class) as u32, Ordering::Relaxed);
         self.first_page.store(first as u8, Ordering::Relaxed);
         self.magic.store(m, Ordering::Relaxed);
         self.bias.store(m.wrapping_mul((base + (first << SLAB_PAGE_SHIFT)) as u64), Ordering::Relaxed);
-        self.carved_end.store(base + carved_end, Ordering::Relaxed);
+        self.limit.store(carve_limit(class, carved), Ordering::Relaxed);
     }
 
-    /// No slab on the page: the carve point first, so that nothing matches.
+    /// No slab on the page: the limit first, so that nothing matches.
     fn clear(&self) {
-        self.carved_end.store(0, Ordering::Relaxed);
+        self.limit.store(0, Ordering::Relaxed);
         self.bin.store(0, Ordering::Relaxed);
         self.first_page.store(0, Ordering::Relaxed);
         self.magic.store(0, Ordering::Relaxed);
@@ -182,11 +182,16 @@ impl PageEntry {
 
     /// A snapshot, for code off the fast path.
     pub fn info(&self) -> PageInfo {
-        PageInfo {
-            class: bin_class(self.bin.load(Ordering::Relaxed) as usize),
-            first: self.first_page(),
-            carved_end: self.carved_end.load(Ordering::Relaxed).saturating_sub(self.segment_base()),
-        }
+        let class = bin_class(self.bin.load(Ordering::Relaxed) as usize);
+        let first = self.first_page();
+        let limit = self.limit.load(Ordering::Relaxed);
+        let carved_end = match limit {
+            0 => 0,
+            _ => {
+                (first << SLAB_PAGE_SHIFT) + carved_blocks(class, limit) * STRIDE[class & CLASS_MASK] as usize
+            }
+        };
+        PageInfo { class, first, carved_end }
     }
 }
 
@@ -387,9 +392,8 @@ impl Segment {
     /// got it through its own synchronisation, sees the new carve point).
     pub fn publish_carved(&self, first: usize) {
         let s = &self.slabs[first];
-        let carved_end = (first << SLAB_PAGE_SHIFT) + s.carved_bytes();
         for e in &self.pages[first..first + s.pages as usize] {
-            e.set(s.class as usize, first, carved_end);
+            e.set(s.class as usize, first, s.carved_max as usize);
         }
     }
 

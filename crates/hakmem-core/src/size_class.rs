@@ -109,17 +109,54 @@ const fn compute_divisibility() -> [u64; CLASS_SLOTS] {
     let mut m = [0u64; CLASS_SLOTS];
     let mut c = 1;
     while c < NUM_CLASSES {
-        m[c] = u64::MAX / s[c] as u64 + 1;
+        m[c] = ((1u128 << 64) / s[c] as u128 + 1) as u64;
         c += 1;
     }
     m
 }
 
-/// Per class, `M = floor((2^64 - 1) / stride) + 1`: an offset `x < 2^32` is
-/// a multiple of the stride exactly when `x * M mod 2^64 <= M - 1` (Lemire,
-/// Kaser and Kurz, "Faster remainder by direct computation", 2019). One
-/// multiply tells `free` whether a pointer is a block start.
+/// Per class, `M = floor(2^64 / stride) + 1`: an offset `x < 2^32` is a
+/// multiple of the stride exactly when `x * M mod 2^64 <= M - 1` (Lemire,
+/// Kaser and Kurz, "Faster remainder by direct computation", 2019, with
+/// `M` one above their `ceil` for the power-of-two strides). One multiply
+/// tells `free` whether a pointer is a block start.
 pub static DIVISIBILITY: [u64; CLASS_SLOTS] = compute_divisibility();
+
+const fn compute_divisibility_excess() -> [u64; CLASS_SLOTS] {
+    let s = compute_strides();
+    let m = compute_divisibility();
+    let mut e = [0u64; CLASS_SLOTS];
+    let mut c = 1;
+    while c < NUM_CLASSES {
+        e[c] = (s[c] as u64).wrapping_mul(m[c]);
+        c += 1;
+    }
+    e
+}
+
+/// Per class, `e = stride * M - 2^64`, between 1 and the stride (the `+ 1`
+/// in `M` keeps it above 0 for power-of-two strides). Block `k`'s offset
+/// times `M` is `k * e` (mod 2^64), while an offset `k * stride + r` with
+/// `0 < r < stride` gives `r * M + k * e >= M`, far above any `k * e` of a
+/// slab (below `MAX_SLAB_BYTES`): so `x * M < carved * e` says at once that
+/// `x` is a block start and that the block is one of the first `carved`.
+static DIVISIBILITY_EXCESS: [u64; CLASS_SLOTS] = compute_divisibility_excess();
+
+/// The bound of `free`'s block-start test for a slab of `class` with
+/// `carved` blocks carved (see `DIVISIBILITY_EXCESS`); 0 matches nothing.
+#[inline]
+pub fn carve_limit(class: usize, carved: usize) -> u64 {
+    carved as u64 * DIVISIBILITY_EXCESS[class & CLASS_MASK]
+}
+
+/// The blocks carved in a slab of `class` whose limit is `limit`.
+#[inline]
+pub fn carved_blocks(class: usize, limit: u64) -> usize {
+    match DIVISIBILITY_EXCESS[class & CLASS_MASK] {
+        0 => 0,
+        e => (limit / e) as usize,
+    }
+}
 
 const fn compute_slab_limit() -> [u32; CLASS_SLOTS] {
     let s = compute_strides();
@@ -275,6 +312,27 @@ mod tests {
         }
         for c in NUM_CLASSES..CLASS_SLOTS {
             assert!(!is_block_start(c, 0) && !is_block_start(c, 4096));
+        }
+    }
+
+    #[test]
+    fn carve_limit_test_is_exact_for_every_carve_point() {
+        for c in 1..NUM_CLASSES {
+            let stride = STRIDE[c] as usize;
+            let span = SLAB_PAGES[c] as usize * SLAB_PAGE;
+            let cap = CAPACITY[c] as usize;
+            let e = DIVISIBILITY_EXCESS[c];
+            assert!(e >= 1 && e <= stride as u64, "class {c}");
+            assert!(carve_limit(c, cap) < DIVISIBILITY[c], "class {c}");
+            for carved in [0, 1, cap / 2, cap.saturating_sub(1), cap] {
+                let limit = carve_limit(c, carved);
+                assert_eq!(carved_blocks(c, limit), carved);
+                for off in 0..span + SLAB_PAGE {
+                    let want = off % stride == 0 && off / stride < carved;
+                    let got = (off as u64).wrapping_mul(DIVISIBILITY[c]) < limit;
+                    assert_eq!(got, want, "class {c} carved {carved} off {off}");
+                }
+            }
         }
     }
 
