@@ -33,7 +33,7 @@ use crate::os;
 use crate::page_map;
 use crate::segment::{self, Owner, Purge, Segment, PAGES};
 use crate::size_class::{NUM_CLASSES, STRIDE};
-use crate::slab::{corrupted, Block, Slab, SlabList};
+use crate::slab::{Block, Slab, SlabList};
 use crate::stats::{self, HeapCounters, STATS};
 use crate::sync::{Lock, RawLock};
 use crate::thread_cache::{self, ThreadCache};
@@ -637,7 +637,7 @@ impl Heap {
             // A block past the carve point of a slab that restarted is free
             // (a second free whose tag the program overwrote); and in check
             // mode, so is one on the local list.
-            if !(*slab).carved_now(b) || (config::check_mode() && Self::on_local_list(&*slab, b)) {
+            if !(*slab).carved_now(b) || (config::check_mode() && (*slab).on_local_list(b)) {
                 return misuse::report("free", Misuse::DoubleFree, b as *const u8);
             }
             (*slab).push_local(b);
@@ -649,24 +649,6 @@ impl Heap {
                 self.move_to(slab, SlabList::Available);
             }
         }
-    }
-
-    /// HAKMEM_CHECK=1: is `b` already on the slab's local list (a double
-    /// free whose tag was overwritten)?
-    fn on_local_list(slab: &Slab, b: *mut Block) -> bool {
-        let mut p = slab.free;
-        for _ in 0..slab.free_count {
-            if p == b {
-                return true;
-            }
-            // SAFETY: blocks on the local list are free blocks of this slab.
-            let next = unsafe { Block::next(p) };
-            if !next.is_null() && !slab.holds(next) {
-                corrupted(p);
-            }
-            p = next;
-        }
-        false
     }
 
     /// Give an empty slab's pages back to its segment, and an empty segment

@@ -1,9 +1,12 @@
 //! Slabs: a run of slab pages inside a segment, cut into blocks of one size
 //! class.
 //!
-//! A slab has two free lists (the mimalloc idea of sharding):
-//! - `free`: the local list, touched only by the owner of the slab's
-//!   segment (under its heap's lock), without atomics;
+//! A slab has two kinds of free list (the mimalloc idea of sharding):
+//! - the local lists, touched only by the owner of the slab's segment (under
+//!   its heap's lock), without atomics. There are `LOCAL_LISTS` of them,
+//!   which pushes and pops take in turn: a refill that pops many blocks
+//!   follows that many independent chains, so the cache misses on links of
+//!   blocks freed long ago overlap instead of waiting one after the other;
 //! - `remote`: blocks freed by other threads, pushed atomically, taken in one
 //!   swap by the owner (`collect_remote`).
 //!
@@ -144,6 +147,10 @@ pub fn init_keys() {
     }
 }
 
+/// Local free lists per slab (see the module comment). Four misses in
+/// flight instead of one; more would cost slab descriptor room for little.
+pub const LOCAL_LISTS: usize = 4;
+
 /// Which list of its heap a slab is on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(u8)]
@@ -155,18 +162,22 @@ pub enum SlabList {
     Full,
 }
 
-/// A slab descriptor: the owner's fields fill the first cache line; the
-/// remote list, which other threads write, has a line of its own so that
-/// their pushes do not slow the owner's refills (false sharing).
+/// A slab descriptor: the owner's fields fill the first two cache lines;
+/// the remote list, which other threads write, has a line of its own so
+/// that their pushes do not slow the owner's refills (false sharing).
 #[repr(C, align(64))]
 pub struct Slab {
-    /// Local free list (owner only).
-    pub free: *mut Block,
+    /// Local free lists (owner only), taken in turn.
+    free: [*mut Block; LOCAL_LISTS],
+    /// The last block of each local list; null when the list is empty or,
+    /// for list 0 only, when it is a chain taken from `remote` whose end was
+    /// never looked for.
+    tail: [*mut Block; LOCAL_LISTS],
     /// First byte of block 0.
     pub base: *mut u8,
     /// Blocks not on the local list: in use, in thread caches, or on `remote`.
     pub used: u32,
-    /// Blocks on the local list.
+    /// Blocks on the local lists.
     pub free_count: u32,
     /// Blocks `[0, bump)` have been carved (since the slab last restarted).
     pub bump: u32,
@@ -178,9 +189,12 @@ pub struct Slab {
     pub class: u8,
     pub pages: u8,
     pub list: SlabList,
-    /// The local list holds only blocks other threads freed (taken from
-    /// `remote` onto an empty list): cold in this core's cache.
+    /// The local lists hold only blocks other threads freed (taken from
+    /// `remote` onto empty lists): cold in this core's cache.
     pub cold: bool,
+    /// The local list the next push goes to; pops take the one before, so
+    /// the lists give blocks back last in, first out while they are even.
+    turn: u8,
     /// Links of the owning heap's per-class list.
     pub next: *mut Slab,
     pub prev: *mut Slab,
@@ -199,12 +213,12 @@ impl<T> core::ops::Deref for CacheLine<T> {
     }
 }
 
-const _: () = assert!(core::mem::offset_of!(Slab, remote) == 64);
+const _: () = assert!(core::mem::offset_of!(Slab, remote) == 128);
 
 impl Slab {
     /// Start serving `class` from `base` (slab-page aligned).
     pub fn init(&mut self, base: *mut u8, class: usize) {
-        self.free = ptr::null_mut();
+        self.clear_lists();
         self.base = base;
         self.used = 0;
         self.free_count = 0;
@@ -224,7 +238,14 @@ impl Slab {
     /// Can `pop` succeed without collecting remote frees?
     #[inline]
     pub fn has_local_free(&self) -> bool {
-        !self.free.is_null() || self.bump < self.capacity
+        self.free_count > 0 || self.bump < self.capacity
+    }
+
+    /// Empty local lists (their blocks are accounted for by the caller).
+    fn clear_lists(&mut self) {
+        self.free = [ptr::null_mut(); LOCAL_LISTS];
+        self.tail = [ptr::null_mut(); LOCAL_LISTS];
+        self.turn = 0;
     }
 
     /// Bytes of the slab ever carved: every block handed out lies below.
@@ -248,28 +269,43 @@ impl Slab {
     /// their free tags, so a double free of one is still reported.
     pub fn restart(&mut self) {
         debug_assert_eq!(self.used, 0);
-        self.free = ptr::null_mut();
+        self.clear_lists();
         self.free_count = 0;
         self.bump = 0;
         self.cold = false;
     }
 
-    /// Take one block from the local list for the owner's use (it counts as
-    /// used), or null when the list is empty. Does not carve.
+    /// Take one block from the local lists for the owner's use (it counts
+    /// as used), or null when they are empty. Does not carve. Successive
+    /// pops take successive lists, so their link loads do not wait on each
+    /// other.
     #[inline]
     pub fn pop(&mut self) -> *mut Block {
-        let b = self.free;
-        if b.is_null() {
-            return b;
+        if self.free_count == 0 {
+            return ptr::null_mut();
         }
-        // SAFETY: blocks on the local list are free blocks of this slab.
+        // The list before `turn`, or the nearest non-empty one before it
+        // (lists are uneven after `collect_remote`); one is not empty.
+        let mut i = self.turn as usize;
+        loop {
+            i = (i + LOCAL_LISTS - 1) % LOCAL_LISTS;
+            if !self.free[i].is_null() {
+                break;
+            }
+        }
+        let b = self.free[i];
+        // SAFETY: blocks on the local lists are free blocks of this slab.
         let next = unsafe { Block::next(b) };
         // A written link decodes misaligned (as in the thread cache's pop);
         // HAKMEM_CHECK also requires it to be a handed-out block of this slab.
         if !plausible_link(next) || (config::check_mode() && !next.is_null() && !self.holds(next)) {
             corrupted(b);
         }
-        self.free = next;
+        self.free[i] = next;
+        if next.is_null() {
+            self.tail[i] = ptr::null_mut();
+        }
+        self.turn = i as u8;
         self.free_count -= 1;
         self.used += 1;
         b
@@ -322,38 +358,56 @@ impl Slab {
     #[inline]
     pub unsafe fn push_local(&mut self, b: *mut Block) {
         debug_assert!(self.used > 0);
+        let i = self.turn as usize;
         // SAFETY: the caller hands over a block of this slab.
         unsafe {
-            Block::set_next(b, self.free);
+            Block::set_next(b, self.free[i]);
             Block::mark_free(b);
         }
-        self.free = b;
+        if self.free[i].is_null() {
+            self.tail[i] = b;
+        }
+        self.free[i] = b;
+        self.turn = ((i + 1) % LOCAL_LISTS) as u8;
         self.free_count += 1;
         self.used -= 1;
         self.cold = false;
     }
 
-    /// Take the whole local list at once (owner only): its head and length.
+    /// Take the local lists at once (owner only), joined into one chain:
+    /// its head and length. List 0, whose end may be unknown, goes last;
+    /// the others are joined through their tails, without a walk.
     pub fn take_local_list(&mut self) -> (*mut Block, u32) {
-        let r = (self.free, self.free_count);
+        let mut head = self.free[0];
+        for i in (1..LOCAL_LISTS).rev() {
+            if !self.free[i].is_null() {
+                debug_assert!(!self.tail[i].is_null(), "only list 0 may have an unknown end");
+                // SAFETY: the tail of a local list is a free block of this slab.
+                unsafe { Block::set_next(self.tail[i], head) };
+                head = self.free[i];
+            }
+        }
+        let r = (head, self.free_count);
         self.cold = false;
         self.used += self.free_count;
-        self.free = ptr::null_mut();
+        self.clear_lists();
         self.free_count = 0;
         r
     }
 
-    /// Move every remotely freed block to the local list (owner only).
-    /// Returns how many arrived. The chain is walked only when the local list
-    /// is not empty (to splice it in front).
+    /// Move every remotely freed block to the local lists (owner only).
+    /// Returns how many arrived. Onto an empty list 0 the chain goes as it
+    /// is, its end unknown; otherwise it is walked, to splice it in front.
     pub fn collect_remote(&mut self) -> u32 {
         let (chain, n) = self.remote.take_all();
         if chain.is_null() {
             return 0;
         }
         let n = n as u32;
-        self.cold = self.free.is_null();
-        if !self.free.is_null() {
+        self.cold = self.free_count == 0;
+        if self.free[0].is_null() {
+            self.tail[0] = ptr::null_mut();
+        } else {
             let mut tail = chain;
             // SAFETY: take_all gave us the whole chain; its blocks belong to
             // this slab and are linked through their first word.
@@ -365,14 +419,36 @@ impl Slab {
                     }
                     tail = next;
                 }
-                Block::set_next(tail, self.free);
+                Block::set_next(tail, self.free[0]);
             }
         }
-        self.free = chain;
+        self.free[0] = chain;
         self.free_count += n;
         debug_assert!(self.used >= n);
         self.used -= n;
         n
+    }
+
+    /// Is `b` on the local lists? (HAKMEM_CHECK: a double free whose tag
+    /// was overwritten.) Walks them.
+    pub fn on_local_list(&self, b: *mut Block) -> bool {
+        let mut left = self.free_count;
+        for &head in &self.free {
+            let mut p = head;
+            while !p.is_null() && left > 0 {
+                if p == b {
+                    return true;
+                }
+                left -= 1;
+                // SAFETY: blocks on the local lists are free blocks of this slab.
+                let next = unsafe { Block::next(p) };
+                if !next.is_null() && !self.holds(next) {
+                    corrupted(p);
+                }
+                p = next;
+            }
+        }
+        false
     }
 
     /// Index of the block starting at `p`, if `p` is exactly a block start
@@ -386,18 +462,26 @@ impl Slab {
     #[cfg(any(test, debug_assertions))]
     pub fn check(&self) {
         assert!(self.bump <= self.capacity);
+        assert!((self.turn as usize) < LOCAL_LISTS);
         let mut n = 0u32;
-        let mut b = self.free;
-        while !b.is_null() {
-            assert!(self.holds(b), "free block is a carved block start");
-            // SAFETY: blocks on the local list are free blocks of this slab.
-            assert!(unsafe { Block::is_free(b) }, "free block carries its tag");
-            n += 1;
-            assert!(n <= self.bump, "cycle in free list");
-            // SAFETY: as above.
-            b = unsafe { Block::next(b) };
+        for i in 0..LOCAL_LISTS {
+            let mut b = self.free[i];
+            let mut last = ptr::null_mut();
+            while !b.is_null() {
+                assert!(self.holds(b), "free block is a carved block start");
+                // SAFETY: blocks on the local lists are free blocks of this slab.
+                assert!(unsafe { Block::is_free(b) }, "free block carries its tag");
+                n += 1;
+                assert!(n <= self.bump, "cycle in free list");
+                last = b;
+                // SAFETY: as above.
+                b = unsafe { Block::next(b) };
+            }
+            if self.tail[i] != last {
+                assert!(i == 0 && self.tail[i].is_null(), "tail of local list {i}");
+            }
         }
-        assert_eq!(n, self.free_count, "free_count counts the local list");
+        assert_eq!(n, self.free_count, "free_count counts the local lists");
         assert_eq!(self.used + n, self.bump, "used + free == carved");
     }
 }
