@@ -16,13 +16,20 @@
  *   - HAKMEM_THP_MB: a large block of at least that many MiB (default 32) is
  *     advised for transparent huge pages ("hg" in its mapping's VmFlags in
  *     /proc/self/smaps), whether mapped at that size or grown past it by
- *     realloc; a smaller one is not; with 0 none is.  Skipped where the kernel
+ *     realloc; with 0 none is.  A block of 4 MiB up to that size is advised
+ *     in a process that has freed none of that range yet, and later while
+ *     the blocks it frees were mostly touched: after 8 MiB blocks touched
+ *     whole it is, after 8 MiB blocks of which one page was touched it is not,
+ *     a cached block included.  Below 4 MiB none is.  Skipped where the kernel
  *     has no transparent huge pages (no /sys/kernel/mm/transparent_hugepage).
  *
  * Usage: test_flags hakmem             run the checks (the runner passes "hakmem")
  *        test_flags noop               the child: allocate a little, exit 0
  *        test_flags thp MIB [GROW_MIB] the child: malloc MIB MiB (then realloc to
  *                                      GROW_MIB), print "advised=0|1" on stdout
+ *        test_flags thp-learn whole|page  the child: malloc, touch (whole or one
+ *                                      page) and free four 8 MiB blocks, then
+ *                                      malloc one more and print "advised=0|1"
  *        test_flags                    print "skipped"
  */
 #define TEST_NAME "test_flags"
@@ -93,6 +100,26 @@ static int thp_child(int argc, char **argv)
         if (!p) return 3;
         memset(p + (grow << 20) - 4096, 2, 4096);
     }
+    printf("advised=%d\n", advised_huge(p));
+    fflush(stdout);
+    free(p);
+    fprintf(stderr, "%s\n", END_MARKER);
+    return 0;
+}
+
+static int thp_learn_child(const char *how)
+{
+    const size_t n = (size_t)8 << 20;
+    for (int i = 0; i < 4; i++) {
+        char *p = malloc(n);
+        if (!p) return 3;
+        /* Volatile: a memset before free would be a dead store to the compiler. */
+        size_t len = strcmp(how, "whole") ? 4096 : n;
+        for (size_t off = 0; off < len; off += 4096) ((volatile char *)p)[off] = 1;
+        free(p);
+    }
+    char *p = malloc(n);
+    if (!p) return 3;
     printf("advised=%d\n", advised_huge(p));
     fflush(stdout);
     free(p);
@@ -234,6 +261,23 @@ static void check_thp(const char *thp, const char *mib, const char *grow, int wa
     if (!exited_ok(&r) || !strstr(r.out, line)) report(what, set, &r);
 }
 
+/* thp-learn child under HAKMEM_THP_MB=`thp` (NULL: unset): advised or not as `want`. */
+static void check_thp_learn(const char *thp, const char *how, int want)
+{
+    static child_result_t r;
+    char assign[64];
+    snprintf(assign, sizeof assign, "HAKMEM_THP_MB=%s", thp ? thp : "");
+    const char *set[] = { thp ? assign : NULL, NULL };
+    char *argv[] = { (char *)test_name, (char *)"thp-learn", (char *)how, NULL };
+    static const char *const drop[] = { "HAKMEM_", NULL };
+    spawn_self(argv, drop, set, &r);
+    char what[160], line[32];
+    snprintf(line, sizeof line, "advised=%d", want);
+    snprintf(what, sizeof what, "an 8 MiB block after four touched %s: want \"%s\" on stdout, got \"%.40s\"",
+             !strcmp(how, "whole") ? "whole" : "on one page", line, r.out);
+    if (!exited_ok(&r) || !strstr(r.out, line)) report(what, set, &r);
+}
+
 static void check_thp_all(void)
 {
     if (access("/sys/kernel/mm/transparent_hugepage/enabled", F_OK) != 0) {
@@ -242,18 +286,25 @@ static void check_thp_all(void)
     }
     check_thp(NULL, "40", NULL, 1);   /* default 32 MiB: at or above */
     check_thp(NULL, "32", NULL, 1);
-    check_thp(NULL, "8", NULL, 0);    /* below */
-    check_thp(NULL, "8", "40", 1);    /* grown past it */
+    check_thp(NULL, "8", NULL, 1);    /* below, in a process that freed none */
+    check_thp(NULL, "2", NULL, 0);    /* below 4 MiB */
+    check_thp(NULL, "2", "40", 1);    /* grown past it */
     check_thp("0", "40", NULL, 0);    /* never */
-    check_thp("0", "8", "40", 0);
+    check_thp("0", "2", "40", 0);
     check_thp("4", "8", NULL, 1);     /* a lower threshold */
-    check_thp("64", "40", NULL, 0);   /* a higher one */
+    check_thp("64", "40", NULL, 1);   /* a higher one: learning up to it */
+    check_thp_learn(NULL, "whole", 1); /* learning: blocks touched whole */
+    check_thp_learn(NULL, "page", 0);  /* a page of each */
+    check_thp_learn("0", "whole", 0);
+    check_thp_learn("8", "page", 1);   /* at the threshold: always */
+    check_thp_learn("64", "page", 0);  /* learning up to a higher one */
 }
 
 int main(int argc, char **argv)
 {
     if (argc >= 2 && !strcmp(argv[1], "noop")) return noop();
     if (argc >= 3 && !strcmp(argv[1], "thp")) return thp_child(argc, argv);
+    if (argc >= 3 && !strcmp(argv[1], "thp-learn")) return thp_learn_child(argv[2]);
     skip_unless_hakmem(argc, argv);
     /* bad values and the default each falls back to (docs: Flags) */
     check_bad("HAKMEM_TCACHE_TINY", "abc", "128");

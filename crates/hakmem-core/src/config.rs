@@ -163,7 +163,7 @@ pub static FLAGS: [Flag; 12] = [
         words: &[],
         path: false,
         unit: "MiB",
-        meaning: "large blocks of at least this size ask for transparent huge pages (MADV_HUGEPAGE); 0: never",
+        meaning: "large blocks of at least this size ask for transparent huge pages (MADV_HUGEPAGE), blocks from 4 MiB while freed ones were mostly touched; 0: never",
     },
 ];
 

@@ -17,15 +17,18 @@
 //! Blocks of HAKMEM_THP_MB (32 MiB) and more ask for transparent huge pages
 //! when they are mapped or grow past that size: a block that big is most
 //! likely one array used whole (a compressor's match finder, a table), where
-//! 2 MiB pages take 512 times fewer faults and TLB entries. Smaller blocks
-//! stay on 4 KiB pages, so a program that touches a few pages of many
-//! blocks (bench_malloc_large: 9 pages of each 5–25 MiB block) does not
-//! fault in 2 MiB for each page it touches. A block cut down below the size
-//! (by `realloc`, or a cached block handed out for a smaller request) keeps
-//! its advice.
+//! 2 MiB pages take 512 times fewer faults and TLB entries. Blocks from
+//! 4 MiB up to that size ask for them while the program touches most of
+//! such blocks: one of every 8 stays on 4 KiB pages, and when it is freed
+//! `mincore` tells how much of it was touched. A program that touches a few
+//! pages of many blocks (bench_malloc_large: 9 pages of each 5–25 MiB block)
+//! would otherwise fault in 2 MiB for each page it touches; xz's 12 MiB
+//! match-finder tables are touched whole. The page map records each block's
+//! advice, so a cached block is advised again, or no longer, when the policy
+//! for its next use differs. A block cut down by `realloc` keeps its advice.
 
 use core::ptr;
-use core::sync::atomic::Ordering;
+use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
 use crate::config;
 use crate::os::{self, PAGE};
@@ -45,6 +48,8 @@ struct Cached {
     bytes: usize,
     /// Bytes that may be resident (the usable size when it was freed).
     touched: usize,
+    /// Advised for transparent huge pages.
+    huge: bool,
 }
 
 struct Cache {
@@ -53,7 +58,7 @@ struct Cache {
     bytes: usize,
 }
 
-const EMPTY: Cached = Cached { base: 0, bytes: 0, touched: 0 };
+const EMPTY: Cached = Cached { base: 0, bytes: 0, touched: 0, huge: false };
 
 static LARGE_CACHE: Lock<Cache> = Lock::new(Cache { slots: [EMPTY; CACHE_SLOTS], len: 0, bytes: 0 });
 
@@ -85,7 +90,12 @@ pub fn alloc(size: usize, align: usize) -> (*mut u8, bool) {
             // non-inheritable (`MADV_DONTFORK`, as RDMA stacks do); the new
             // owner expects a plain mapping.
             unsafe { os::allow_fork_inherit(c.base as *mut u8, c.bytes) };
-            page_map::set(c.base, Entry::LargeHead { pages: c.bytes / PAGE });
+            let huge = want_huge(c.bytes);
+            if huge != c.huge {
+                // SAFETY: as above.
+                unsafe { readvise(c.base as *mut u8, c.bytes, huge) };
+            }
+            page_map::set(c.base, Entry::LargeHead { pages: c.bytes / PAGE, huge });
             LARGE.cache_hits.fetch_add(1, Ordering::Relaxed);
             LARGE.allocated(c.bytes);
             return (c.base as *mut u8, false);
@@ -95,12 +105,16 @@ pub fn alloc(size: usize, align: usize) -> (*mut u8, bool) {
     if p.is_null() {
         return (p, false);
     }
-    if !page_map::set_large(p as usize, chunks_for(bytes), Entry::LargeHead { pages }) {
+    let huge = want_huge(bytes);
+    if !page_map::set_large(p as usize, chunks_for(bytes), Entry::LargeHead { pages, huge }) {
         // SAFETY: just mapped, never published.
         unsafe { os::unmap_unused(p, bytes) };
         return (ptr::null_mut(), false);
     }
-    advise_huge_from(p, 0, bytes);
+    if huge {
+        // SAFETY: our fresh block, mapped whole.
+        unsafe { os::advise_huge(p, bytes) };
+    }
     if align <= CHUNK {
         LARGE.cache_misses.fetch_add(1, Ordering::Relaxed);
     }
@@ -108,14 +122,105 @@ pub fn alloc(size: usize, align: usize) -> (*mut u8, bool) {
     (p, true)
 }
 
-/// Ask for transparent huge pages on block `p` when it reaches HAKMEM_THP_MB
-/// in growing from `old_bytes` to `bytes` (0: freshly mapped).
-fn advise_huge_from(p: *mut u8, old_bytes: usize, bytes: usize) {
+/// Blocks from this size (and below HAKMEM_THP_MB) ask for huge pages while
+/// the program touches most of such blocks.
+const THP_LEARN_MIN: usize = 4 << 20;
+
+/// Once blocks of the learning range are being freed, allocations stay on
+/// 4 KiB pages until one of them has been freed and measured, and after
+/// that one in this many does, so that its free can tell how much of it
+/// was touched. (A program that frees none of them has nothing to learn
+/// from: its few big blocks all get huge pages.)
+const PROBE_EVERY: u32 = 8;
+
+/// While blocks are found sparse, one free in this many is measured.
+const SPARSE_SAMPLE: u32 = 256;
+
+/// What is measured of a block: its middle MiB. `mincore` over a whole
+/// 25 MiB block costs some 50 µs; a program that touches a block whole
+/// touches its middle, one that touches a few pages rarely fills it.
+const MEASURED: usize = 1 << 20;
+const _: () = assert!(MEASURED <= THP_LEARN_MIN, "the window lies inside every measured block");
+
+/// Was most of the last measured block of the learning range resident?
+/// True at start: a program's first big blocks get huge pages, and a
+/// program that touches little of them loses them after its first probe.
+static DENSE: AtomicBool = AtomicBool::new(true);
+/// A block of the learning range has been freed: probes begin.
+static RANGE_FREED: AtomicBool = AtomicBool::new(false);
+/// A probe has been measured since.
+static MEASURED_ONCE: AtomicBool = AtomicBool::new(false);
+static PROBES_DUE: AtomicU32 = AtomicU32::new(0);
+static SPARSE_FREES: AtomicU32 = AtomicU32::new(0);
+
+/// Is `bytes` in the learning range (`at`: HAKMEM_THP_MB in bytes)?
+fn learning(bytes: usize, at: usize) -> bool {
+    bytes >= THP_LEARN_MIN && bytes < at
+}
+
+/// Should a block of `bytes` about to be handed out ask for huge pages?
+fn want_huge(bytes: usize) -> bool {
     let at = config::get(config::THP_MB) << 20;
-    if at != 0 && old_bytes < at && bytes >= at {
-        // SAFETY: `p` is a block of ours of `bytes` bytes, mapped whole.
-        unsafe { os::advise_huge(p, bytes) };
+    if at == 0 || bytes < THP_LEARN_MIN.min(at) {
+        return false;
     }
+    if bytes >= at {
+        return true;
+    }
+    if !DENSE.load(Ordering::Relaxed) {
+        return false;
+    }
+    if !RANGE_FREED.load(Ordering::Relaxed) {
+        return true;
+    }
+    MEASURED_ONCE.load(Ordering::Relaxed)
+        && PROBES_DUE.fetch_add(1, Ordering::Relaxed) % PROBE_EVERY != PROBE_EVERY - 1
+}
+
+/// A block of the learning range on 4 KiB pages is being freed: note
+/// whether the program touched most of it.
+///
+/// # Safety
+/// `[p, p + bytes)` is a large block of ours, mapped whole.
+unsafe fn learn(p: *mut u8, bytes: usize) {
+    if !DENSE.load(Ordering::Relaxed) && SPARSE_FREES.fetch_add(1, Ordering::Relaxed) % SPARSE_SAMPLE != 0 {
+        return;
+    }
+    let from = (bytes - MEASURED) / 2 / PAGE * PAGE;
+    // SAFETY: per contract; the window lies inside the block.
+    let resident = unsafe { os::resident_pages(p.add(from), MEASURED) };
+    DENSE.store(resident * 2 >= MEASURED / PAGE, Ordering::Relaxed);
+    MEASURED_ONCE.store(true, Ordering::Relaxed);
+}
+
+/// Does a block growing from `old_bytes` to `bytes` reach HAKMEM_THP_MB?
+fn reaches_thp(old_bytes: usize, bytes: usize) -> bool {
+    let at = config::get(config::THP_MB) << 20;
+    at != 0 && old_bytes < at && bytes >= at
+}
+
+/// Ask for huge pages on a cached block about to be handed out again, or
+/// take that back: then its pages go too, so that the 2 MiB pages it holds
+/// are neither kept for a program that touches little nor counted as
+/// touched when it is measured.
+///
+/// # Safety
+/// `[p, p + bytes)` is a free large block of ours, mapped whole.
+unsafe fn readvise(p: *mut u8, bytes: usize, huge: bool) {
+    // SAFETY: per contract; the block holds no live data.
+    unsafe {
+        if huge {
+            os::advise_huge(p, bytes)
+        } else {
+            os::advise_no_huge(p, bytes);
+            os::purge(p, bytes);
+        }
+    }
+}
+
+/// The advice recorded for the live block at `base`.
+fn is_huge(base: usize) -> bool {
+    matches!(page_map::lookup(base), Entry::LargeHead { huge: true, .. })
 }
 
 /// Usable size of a large block with `pages` usable pages.
@@ -131,6 +236,15 @@ pub fn usable_size(pages: usize) -> usize {
 pub unsafe fn free(p: *mut u8, pages: usize) {
     let bytes = pages * PAGE;
     LARGE.freed(bytes);
+    let huge = is_huge(p as usize);
+    let at = config::get(config::THP_MB) << 20;
+    if learning(bytes, at) {
+        RANGE_FREED.store(true, Ordering::Relaxed);
+        if !huge {
+            // SAFETY: the caller's live block, mapped whole.
+            unsafe { learn(p, bytes) };
+        }
+    }
     let limit = config::get(config::LARGE_CACHE_MB).saturating_mul(1 << 20);
     let mut evicted = [EMPTY; 4];
     let mut n_evicted = 0;
@@ -148,7 +262,7 @@ pub unsafe fn free(p: *mut u8, pages: usize) {
         if c.len < CACHE_SLOTS && c.bytes + bytes <= limit {
             page_map::set(p as usize, Entry::LargeFree { pages });
             let len = c.len;
-            c.slots[len] = Cached { base: p as usize, bytes, touched: bytes };
+            c.slots[len] = Cached { base: p as usize, bytes, touched: bytes, huge };
             c.len += 1;
             c.bytes += bytes;
             true
@@ -230,7 +344,7 @@ fn cache_take(bytes: usize) -> Option<Cached> {
     page_map::set(e.base, Entry::LargeFree { pages: bytes / PAGE });
     // SAFETY: the surplus pages are free memory of this cached block.
     unsafe { cut(e.base, e.bytes, bytes) };
-    Some(Cached { base: e.base, bytes, touched: e.touched.min(bytes) })
+    Some(Cached { base: e.base, bytes, touched: e.touched.min(bytes), huge: e.huge })
 }
 
 /// Resize a large block in place or by moving its pages. Returns the block
@@ -245,7 +359,9 @@ pub unsafe fn realloc(p: *mut u8, pages: usize, new_size: usize) -> *mut u8 {
     };
     let old_bytes = pages * PAGE;
     let base = p as usize;
-    let head = Entry::LargeHead { pages: new_bytes / PAGE };
+    let old_huge = is_huge(base);
+    let huge = old_huge || reaches_thp(old_bytes, new_bytes);
+    let head = Entry::LargeHead { pages: new_bytes / PAGE, huge };
     // Below, `p` is a live large mapping of `old_bytes` that the caller
     // owns; the pages unmapped lie past the new size, inside it.
     if new_bytes <= old_bytes {
@@ -265,7 +381,10 @@ pub unsafe fn realloc(p: *mut u8, pages: usize, new_size: usize) -> *mut u8 {
     let grown = unsafe { os::remap(p, old_bytes, new_bytes, ptr::null_mut()) };
     if !grown.is_null() {
         if page_map::set_large(base, new_chunks, head) {
-            advise_huge_from(p, old_bytes, new_bytes);
+            if huge && !old_huge {
+                // SAFETY: `p` is our block, now `new_bytes` long.
+                unsafe { os::advise_huge(p, new_bytes) };
+            }
             os::set_errno(saved_errno);
             LARGE.grown_in_place.fetch_add(1, Ordering::Relaxed);
             LARGE.resized(old_bytes, new_bytes);
@@ -275,11 +394,11 @@ pub unsafe fn realloc(p: *mut u8, pages: usize, new_size: usize) -> *mut u8 {
         // SAFETY: shrinking back the extension made just above.
         unsafe { os::remap(p, new_bytes, old_bytes, ptr::null_mut()) };
         page_map::set_large(base + old_chunks * CHUNK, new_chunks - old_chunks, Entry::Foreign);
-        page_map::set_large(base, old_chunks, Entry::LargeHead { pages });
+        page_map::set_large(base, old_chunks, Entry::LargeHead { pages, huge: old_huge });
         return ptr::null_mut();
     }
     // SAFETY: forwarded contract.
-    let q = unsafe { move_grow(p, old_bytes, new_bytes) };
+    let q = unsafe { move_grow(p, old_bytes, new_bytes, old_huge) };
     if !q.is_null() {
         os::set_errno(saved_errno);
     }
@@ -288,6 +407,7 @@ pub unsafe fn realloc(p: *mut u8, pages: usize, new_size: usize) -> *mut u8 {
 
 /// Move a live large block of `old_bytes` to a new chunk-aligned place with
 /// `new_bytes`, without copying. Null (and `p` untouched) on failure.
+/// `old_huge`: the block asked for huge pages.
 ///
 /// Reserve the new range, move the old pages onto its start (moving and
 /// growing in one call would make the kernel count the growth on top of the
@@ -298,7 +418,7 @@ pub unsafe fn realloc(p: *mut u8, pages: usize, new_size: usize) -> *mut u8 {
 ///
 /// # Safety
 /// `p` is a live large block of `old_bytes` (< `new_bytes`) bytes.
-unsafe fn move_grow(p: *mut u8, old_bytes: usize, new_bytes: usize) -> *mut u8 {
+unsafe fn move_grow(p: *mut u8, old_bytes: usize, new_bytes: usize, old_huge: bool) -> *mut u8 {
     let (old_chunks, new_chunks) = (chunks_for(old_bytes), chunks_for(new_bytes));
     let dest = os::map_aligned(new_bytes, CHUNK);
     if dest.is_null() {
@@ -317,7 +437,11 @@ unsafe fn move_grow(p: *mut u8, old_bytes: usize, new_bytes: usize) -> *mut u8 {
     // SAFETY: `p` is the whole old mapping; `dest` is our fresh reservation.
     let moved = unsafe { os::remap(p, old_bytes, old_bytes, dest) };
     if moved.is_null() {
-        page_map::set_large(p as usize, old_chunks, Entry::LargeHead { pages: old_bytes / PAGE });
+        page_map::set_large(
+            p as usize,
+            old_chunks,
+            Entry::LargeHead { pages: old_bytes / PAGE, huge: old_huge },
+        );
         // The kernel may have unmapped the start of the reservation already
         // (someone else may map there now): give back only the rest.
         // SAFETY: the part of our reservation the move never touches.
@@ -351,9 +475,14 @@ unsafe fn move_grow(p: *mut u8, old_bytes: usize, new_bytes: usize) -> *mut u8 {
         ));
         os::abort();
     }
-    page_map::set_large(d, new_chunks, Entry::LargeHead { pages: new_bytes / PAGE });
-    // The moved pages keep the old mapping's advice.
-    advise_huge_from(dest, old_bytes, new_bytes);
+    let huge = old_huge || reaches_thp(old_bytes, new_bytes);
+    page_map::set_large(d, new_chunks, Entry::LargeHead { pages: new_bytes / PAGE, huge });
+    // The moved pages keep the old mapping's advice; a range mapped apart
+    // from them, or a block now big enough, is advised here.
+    if huge && (!old_huge || !one_mapping) {
+        // SAFETY: our block, `new_bytes` long.
+        unsafe { os::advise_huge(dest, new_bytes) };
+    }
     LARGE.moved.fetch_add(1, Ordering::Relaxed);
     LARGE.resized(old_bytes, new_bytes);
     dest

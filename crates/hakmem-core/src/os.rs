@@ -503,6 +503,38 @@ pub unsafe fn advise_huge(p: *mut u8, size: usize) {
     unsafe { libc::madvise(p as *mut libc::c_void, size, libc::MADV_HUGEPAGE) };
 }
 
+/// Take back [`advise_huge`]: the range stays on 4 KiB pages
+/// (`MADV_NOHUGEPAGE`).
+///
+/// # Safety
+/// The range is page aligned and hakmem's.
+pub unsafe fn advise_no_huge(p: *mut u8, size: usize) {
+    // SAFETY: caller guarantees the range is ours.
+    unsafe { libc::madvise(p as *mut libc::c_void, size, libc::MADV_NOHUGEPAGE) };
+}
+
+/// How many pages of a mapped range are resident (`mincore`); 0 if the
+/// kernel will not say.
+///
+/// # Safety
+/// The range is page aligned and hakmem's.
+pub unsafe fn resident_pages(p: *mut u8, size: usize) -> usize {
+    let mut vec = [0u8; 512];
+    let mut resident = 0;
+    let mut at = 0;
+    while at < size {
+        let len = (size - at).min(vec.len() * PAGE);
+        // SAFETY: `[p + at, p + at + len)` is inside the caller's range; the
+        // vector holds one byte per page of it.
+        if unsafe { libc::mincore(p.add(at) as *mut libc::c_void, len, vec.as_mut_ptr()) } != 0 {
+            return 0;
+        }
+        resident += vec[..len.div_ceil(PAGE)].iter().filter(|&&v| v & 1 != 0).count();
+        at += len;
+    }
+    resident
+}
+
 /// Let a mapping be inherited by `fork` again (undo a user's
 /// `madvise(MADV_DONTFORK)` before the memory serves someone else).
 ///

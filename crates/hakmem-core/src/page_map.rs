@@ -56,8 +56,9 @@ pub enum Entry {
     /// A slab segment whose header sits at the chunk's base.
     Segment,
     /// The first chunk of a live large block that starts at the chunk's base,
-    /// with its size in OS pages.
-    LargeHead { pages: usize },
+    /// with its size in OS pages, and whether it asked for transparent huge
+    /// pages.
+    LargeHead { pages: usize, huge: bool },
     /// A later chunk of a large block whose head is `back` chunks before.
     LargeTail { back: usize },
     /// The first chunk of a large block of `pages` pages that is free (held
@@ -67,7 +68,8 @@ pub enum Entry {
 
 const TAG_SEGMENT: usize = 1;
 const TAG_HEAD: usize = 2;
-/// Tails and free heads: tag 3, told apart by bit 2, payload from bit 3.
+/// Live heads: tag 2, the huge-page bit 2, pages from bit 3. Tails and free
+/// heads: tag 3, told apart by bit 2, payload from bit 3.
 const TAG_TAIL: usize = 3;
 const TAG_FREE: usize = 7;
 
@@ -77,7 +79,7 @@ impl Entry {
         match raw & 3 {
             0 => Entry::Foreign,
             TAG_SEGMENT => Entry::Segment,
-            TAG_HEAD => Entry::LargeHead { pages: raw >> 2 },
+            TAG_HEAD => Entry::LargeHead { pages: raw >> 3, huge: raw & 4 != 0 },
             _ if raw & 7 == TAG_FREE => Entry::LargeFree { pages: raw >> 3 },
             _ => Entry::LargeTail { back: raw >> 3 },
         }
@@ -87,7 +89,7 @@ impl Entry {
         match self {
             Entry::Foreign => 0,
             Entry::Segment => TAG_SEGMENT,
-            Entry::LargeHead { pages } => (pages << 2) | TAG_HEAD,
+            Entry::LargeHead { pages, huge } => (pages << 3) | ((huge as usize) << 2) | TAG_HEAD,
             Entry::LargeTail { back } => (back << 3) | TAG_TAIL,
             Entry::LargeFree { pages } => (pages << 3) | TAG_FREE,
         }
@@ -113,7 +115,7 @@ pub fn large_block(addr: usize) -> Option<LargeBlock> {
         e = lookup(chunk);
     }
     match e {
-        Entry::LargeHead { pages } => Some(LargeBlock { base: chunk, pages, free: false }),
+        Entry::LargeHead { pages, .. } => Some(LargeBlock { base: chunk, pages, free: false }),
         Entry::LargeFree { pages } => Some(LargeBlock { base: chunk, pages, free: true }),
         _ => None,
     }
@@ -211,8 +213,9 @@ mod tests {
         for e in [
             Entry::Foreign,
             Entry::Segment,
-            Entry::LargeHead { pages: 1 },
-            Entry::LargeHead { pages: 123_456 },
+            Entry::LargeHead { pages: 1, huge: false },
+            Entry::LargeHead { pages: 123_456, huge: true },
+            Entry::LargeHead { pages: 1 << 34, huge: false },
             Entry::LargeTail { back: 1 },
             Entry::LargeTail { back: 40_000 },
             Entry::LargeFree { pages: 77 },
@@ -237,8 +240,8 @@ mod tests {
     #[test]
     fn large_runs_mark_head_and_tails() {
         let base = 0x3e00_0000_0000usize;
-        assert!(set_large(base, 3, Entry::LargeHead { pages: 2500 }));
-        assert_eq!(lookup(base), Entry::LargeHead { pages: 2500 });
+        assert!(set_large(base, 3, Entry::LargeHead { pages: 2500, huge: false }));
+        assert_eq!(lookup(base), Entry::LargeHead { pages: 2500, huge: false });
         assert_eq!(lookup(base + CHUNK + 5), Entry::LargeTail { back: 1 });
         assert_eq!(lookup(base + 2 * CHUNK), Entry::LargeTail { back: 2 });
         assert_eq!(lookup(base + 3 * CHUNK), Entry::Foreign);
