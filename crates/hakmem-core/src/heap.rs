@@ -283,21 +283,30 @@ impl Heap {
     }
 
     /// The free slow path (bin of `class` full, or capacity 0): grow the
-    /// bin if the thread cycles through more than it holds, else flush its
-    /// older half to the slabs; then cache `b`. The caller holds the lock.
+    /// bin if the thread cycles through more than it holds, else flush half
+    /// of it to the slabs; then cache `b`. The caller holds the lock.
+    ///
+    /// Which half: a bin that ran empty since its last overflow belongs to
+    /// a thread that allocates what it frees, and gives back its most
+    /// recently freed blocks, still in cache: the walk of their links and
+    /// the writes to them hit, where the older half waits on a miss per
+    /// block, and the thread's next allocations take the older ones (with
+    /// the pop's prefetch). A bin that did not run empty gives back its
+    /// older half: a thread that only frees a class would otherwise keep
+    /// the same old blocks for good, and their slabs could never empty.
     ///
     /// # Safety
     /// `b` is a live block of `class` that the caller gives up.
     pub unsafe fn free_slow(&mut self, b: *mut Block, class: usize) {
         self.active_epoch.store(segment::current_epoch(), Ordering::Relaxed);
         self.slow_since_aging |= 1 << class;
+        let cycling = self.refilled & (1 << class) != 0;
         // SAFETY: the caller gives us `b`.
         if self.grow_bin(class) && unsafe { self.cache.push(b, class, Block::free_tag(b)) } {
             return;
         }
-        // The most recently freed blocks, likeliest in cache, stay.
         let keep = self.cache.bins[class].cap() / 2;
-        let (chain, n) = self.cache.take_surplus(class, keep);
+        let (chain, n) = self.cache.take_surplus(class, keep, cycling);
         // SAFETY: the bin's blocks are free blocks we give back; `b` is ours.
         unsafe {
             if n > 0 {

@@ -152,9 +152,10 @@ impl ThreadCache {
         taken
     }
 
-    /// Cut the bin of `class` down to its `keep` most recently freed blocks
-    /// and return the rest as a chain with its length.
-    pub fn take_surplus(&mut self, class: usize, keep: u32) -> (*mut Block, u32) {
+    /// Cut the bin of `class` down to `keep` blocks and return the rest as
+    /// a chain with its length: the earliest freed when `newest` is
+    /// false, else the most recently freed.
+    pub fn take_surplus(&mut self, class: usize, keep: u32, newest: bool) -> (*mut Block, u32) {
         let bin = &mut self.bins[class];
         let count = bin.count();
         if count <= keep {
@@ -164,15 +165,20 @@ impl ThreadCache {
         let chain = if keep == 0 {
             core::mem::replace(&mut bin.head, ptr::null_mut())
         } else {
+            // The block the cut follows: the `keep`th or the `n`th from the top.
             let mut cut = bin.head;
             // SAFETY: the bin holds `count > keep` linked free blocks.
             unsafe {
-                for _ in 1..keep {
+                for _ in 1..if newest { n } else { keep } {
                     cut = Block::next(cut);
                 }
-                let c = Block::next(cut);
+                let rest = Block::next(cut);
                 Block::set_next(cut, ptr::null_mut());
-                c
+                if newest {
+                    core::mem::replace(&mut bin.head, rest)
+                } else {
+                    rest
+                }
             }
         };
         bin.set_count(keep);
@@ -253,5 +259,50 @@ pub fn capacity(class: usize) -> u32 {
         let flag = config::get(config::TCACHE_MID);
         let by_bytes = (MID_CACHE_BYTES / STRIDE[class] as usize).max(1);
         flag.min(by_bytes) as u32
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::slab::init_keys;
+
+    /// The blocks of a chain, following the (encoded) links.
+    fn chain(mut b: *mut Block) -> Vec<*mut Block> {
+        let mut v = vec![];
+        while !b.is_null() {
+            v.push(b);
+            // SAFETY: a chain of free blocks the test holds.
+            b = unsafe { Block::next(b) };
+        }
+        v
+    }
+
+    #[test]
+    fn surplus_is_the_earliest_or_the_latest_freed() {
+        init_keys();
+        let class = 2;
+        for newest in [false, true] {
+            let mut mem = vec![0u128; 10 * 2];
+            let blocks: Vec<*mut Block> = (0..10).map(|i| (&raw mut mem[2 * i]) as *mut Block).collect();
+            let mut cache = ThreadCache::new();
+            cache.bins[class].set_cap(10);
+            for &b in &blocks {
+                // SAFETY: 32-byte blocks the test owns, freed in this order.
+                assert!(unsafe { cache.push(b, class, Block::free_tag(b)) });
+            }
+            let (surplus, n) = cache.take_surplus(class, 4, newest);
+            assert_eq!(n, 6);
+            assert_eq!(cache.bins[class].count(), 4);
+            let (got, kept) = (chain(surplus), chain(cache.bins[class].head));
+            let (want_got, want_kept): (Vec<_>, Vec<_>) = if newest {
+                (blocks[4..].iter().rev().copied().collect(), blocks[..4].iter().rev().copied().collect())
+            } else {
+                (blocks[..6].iter().rev().copied().collect(), blocks[6..].iter().rev().copied().collect())
+            };
+            assert_eq!(got, want_got, "newest: {newest}");
+            assert_eq!(kept, want_kept, "newest: {newest}");
+            assert_eq!(cache.take_surplus(class, 4, newest).1, 0, "nothing over the count");
+        }
     }
 }
