@@ -119,7 +119,15 @@ unsafe impl Linked for Segment {
 /// since `r·M ≥ M` is far above any limit (`size_class::DIVISIBILITY`). One
 /// multiply, one subtraction and one compare refuse both a block start that
 /// was never handed out and an interior pointer, with no shifts of packed
-/// fields. Zeroes (a free page, or a sealed header) match nothing.
+/// fields. Zeroes (a page never used, or a sealed header) match nothing.
+///
+/// A `free` on another thread may read the entry while its owner publishes
+/// or clears it (only a bad free: a valid one is ordered after the block was
+/// handed out). So `limit` is published last (Release) and read first
+/// (Acquire), and clearing zeroes only `limit` and `class`: a reader sees
+/// either the limit of a slab with that slab's constants, or a limit of 0
+/// that matches nothing. (Had clearing zeroed the constants too, a reader
+/// with the old limit would compute `p·0 − 0 = 0` and take any address.)
 #[repr(C, align(32))]
 pub struct PageEntry {
     magic: AtomicU64,
@@ -127,9 +135,13 @@ pub struct PageEntry {
     /// Blocks carved times the stride's `e`; 0: no live slab on the page.
     limit: AtomicU64,
     /// The offset of the slab's class's bin in a thread cache
-    /// (`thread_cache::bin_offset`; 0: no slab), and its first page.
+    /// (`thread_cache::bin_offset`), and its first page: the last slab's,
+    /// kept when the page is cleared.
     bin: AtomicU32,
     first_page: AtomicU8,
+    /// The slab's class, 0 when the page holds no slab (for code off the
+    /// fast path).
+    class: AtomicU8,
 }
 
 impl PageEntry {
@@ -137,11 +149,12 @@ impl PageEntry {
     /// address on this entry's page), if the slab has handed it out.
     #[inline(always)]
     pub fn carved_bin(&self, p: usize) -> Option<usize> {
+        let limit = self.limit.load(Ordering::Acquire);
         // The bias is `M ×` the slab's address: `p·M − bias` is `M ×` the
         // offset into the slab (mod 2^64).
         let m = self.magic.load(Ordering::Relaxed);
         let x = (p as u64).wrapping_mul(m).wrapping_sub(self.bias.load(Ordering::Relaxed));
-        if x >= self.limit.load(Ordering::Relaxed) {
+        if x >= limit {
             return None;
         }
         Some(self.bin.load(Ordering::Relaxed) as usize & BIN_OFFSET_MASK)
@@ -164,25 +177,27 @@ impl PageEntry {
         debug_assert!(class < NUM_CLASSES && first < PAGES && carved <= CAPACITY[class] as usize);
         let base = self.segment_base();
         let m = DIVISIBILITY[class & CLASS_MASK];
+        self.class.store(class as u8, Ordering::Relaxed);
         self.bin.store(bin_offset(class) as u32, Ordering::Relaxed);
         self.first_page.store(first as u8, Ordering::Relaxed);
         self.magic.store(m, Ordering::Relaxed);
         self.bias.store(m.wrapping_mul((base + (first << SLAB_PAGE_SHIFT)) as u64), Ordering::Relaxed);
-        self.limit.store(carve_limit(class, carved), Ordering::Relaxed);
+        self.limit.store(carve_limit(class, carved), Ordering::Release);
     }
 
-    /// No slab on the page: the limit first, so that nothing matches.
+    /// No slab on the page: nothing matches. The constants stay (see the
+    /// type's comment).
     fn clear(&self) {
         self.limit.store(0, Ordering::Relaxed);
-        self.bin.store(0, Ordering::Relaxed);
-        self.first_page.store(0, Ordering::Relaxed);
-        self.magic.store(0, Ordering::Relaxed);
-        self.bias.store(0, Ordering::Relaxed);
+        self.class.store(0, Ordering::Relaxed);
     }
 
     /// A snapshot, for code off the fast path.
     pub fn info(&self) -> PageInfo {
-        let class = bin_class(self.bin.load(Ordering::Relaxed) as usize);
+        let class = self.class.load(Ordering::Relaxed) as usize;
+        if class == 0 {
+            return PageInfo { class: 0, first: 0, carved_end: 0 };
+        }
         let first = self.first_page();
         let limit = self.limit.load(Ordering::Relaxed);
         let carved_end = match limit {
@@ -863,4 +878,40 @@ unsafe fn abandon_again(seg: *mut Segment) {
 /// The global locks of this module, for the fork handlers.
 pub fn locks() -> [&'static crate::sync::RawLock; 3] {
     [ABANDONED.raw(), SEGMENT_CACHE.raw(), TOMBSTONE_LIST.raw()]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_free_racing_a_clear_sees_the_old_slab_or_nothing() {
+        let e = PageEntry {
+            magic: AtomicU64::new(0),
+            bias: AtomicU64::new(0),
+            limit: AtomicU64::new(0),
+            bin: AtomicU32::new(0),
+            first_page: AtomicU8::new(0),
+            class: AtomicU8::new(0),
+        };
+        // Addresses are only computed with, never read.
+        let start = e.segment_base() + (1 << SLAB_PAGE_SHIFT);
+        assert_eq!(e.carved_bin(start), None, "a zeroed entry matches nothing");
+        let (class, carved) = (3, 10);
+        e.set(class, 1, carved);
+        let stride = STRIDE[class] as usize;
+        assert_eq!(e.carved_bin(start + stride), Some(bin_offset(class)));
+        let old_limit = e.limit.load(Ordering::Relaxed);
+        e.clear();
+        assert_eq!(e.carved_bin(start), None);
+        assert_eq!(e.info().class(), 0);
+        // A `free` that read the limit before the clear and the constants
+        // after it still tests against one slab: block starts below its
+        // carve point only.
+        let (m, bias) = (e.magic.load(Ordering::Relaxed), e.bias.load(Ordering::Relaxed));
+        for off in 0..(carved + 2) * stride {
+            let x = ((start + off) as u64).wrapping_mul(m).wrapping_sub(bias);
+            assert_eq!(x < old_limit, off % stride == 0 && off / stride < carved, "offset {off}");
+        }
+    }
 }
