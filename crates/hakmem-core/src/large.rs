@@ -19,13 +19,16 @@
 //! likely one array used whole (a compressor's match finder, a table), where
 //! 2 MiB pages take 512 times fewer faults and TLB entries. Blocks from
 //! 4 MiB up to that size ask for them while the program touches most of
-//! such blocks: one of every 8 stays on 4 KiB pages, and when it is freed
+//! such blocks: some stay on 4 KiB pages as probes, and when one is freed
 //! `mincore` tells how much of it was touched. A program that touches a few
 //! pages of many blocks (bench_malloc_large: 9 pages of each 5–25 MiB block)
 //! would otherwise fault in 2 MiB for each page it touches; xz's 12 MiB
 //! match-finder tables are touched whole. The page map records each block's
-//! advice, so a cached block is advised again, or no longer, when the policy
-//! for its next use differs. A block cut down by `realloc` keeps its advice.
+//! advice and whether it is a probe; a cached block that asked for huge
+//! pages is unmapped rather than handed out on small ones (no `madvise`
+//! takes the advice back without also refusing what a kernel set to give
+//! huge pages `always` would give). A block cut down by `realloc` keeps its
+//! advice.
 
 use core::ptr;
 use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
@@ -85,33 +88,51 @@ pub fn alloc(size: usize, align: usize) -> (*mut u8, bool) {
     let pages = bytes / PAGE;
     if align <= CHUNK {
         if let Some(c) = cache_take(bytes) {
-            // SAFETY: a cached block is free memory of ours, of `c.bytes`
-            // (at least `bytes`). Its previous owner may have made it
-            // non-inheritable (`MADV_DONTFORK`, as RDMA stacks do); the new
-            // owner expects a plain mapping.
-            unsafe { os::allow_fork_inherit(c.base as *mut u8, c.bytes) };
-            let huge = want_huge(c.bytes);
-            if huge != c.huge {
-                // SAFETY: as above.
-                unsafe { readvise(c.base as *mut u8, c.bytes, huge) };
+            let a = advice(c.bytes);
+            if c.huge && !a.huge {
+                // Its advice cannot be taken back (see the module comment):
+                // a fresh mapping serves instead.
+                // SAFETY: out of the cache: free and ours.
+                unsafe { release(c.base as *mut u8, c.bytes) };
+            } else {
+                // SAFETY: a cached block is free memory of ours, of `c.bytes`
+                // (at least `bytes`), with no live data. Its previous owner
+                // may have made it non-inheritable (`MADV_DONTFORK`, as RDMA
+                // stacks do); the new owner expects a plain mapping.
+                unsafe {
+                    os::allow_fork_inherit(c.base as *mut u8, c.bytes);
+                    if a.huge && !c.huge {
+                        os::advise_huge(c.base as *mut u8, c.bytes);
+                    }
+                    if a.probe {
+                        // What earlier uses touched must not count.
+                        let (from, len) = measured_window(c.bytes);
+                        os::purge((c.base + from) as *mut u8, len);
+                    }
+                }
+                let head = Entry::LargeHead { pages: c.bytes / PAGE, huge: a.huge, probe: a.probe };
+                page_map::set(c.base, head);
+                LARGE.cache_hits.fetch_add(1, Ordering::Relaxed);
+                LARGE.allocated(c.bytes);
+                return (c.base as *mut u8, false);
             }
-            page_map::set(c.base, Entry::LargeHead { pages: c.bytes / PAGE, huge });
-            LARGE.cache_hits.fetch_add(1, Ordering::Relaxed);
-            LARGE.allocated(c.bytes);
-            return (c.base as *mut u8, false);
         }
     }
     let p = os::map_aligned(bytes, align.max(CHUNK));
     if p.is_null() {
         return (p, false);
     }
-    let huge = want_huge(bytes);
-    if !page_map::set_large(p as usize, chunks_for(bytes), Entry::LargeHead { pages, huge }) {
+    let a = advice(bytes);
+    if !page_map::set_large(
+        p as usize,
+        chunks_for(bytes),
+        Entry::LargeHead { pages, huge: a.huge, probe: a.probe },
+    ) {
         // SAFETY: just mapped, never published.
         unsafe { os::unmap_unused(p, bytes) };
         return (ptr::null_mut(), false);
     }
-    if huge {
+    if a.huge {
         // SAFETY: our fresh block, mapped whole.
         unsafe { os::advise_huge(p, bytes) };
     }
@@ -127,14 +148,14 @@ pub fn alloc(size: usize, align: usize) -> (*mut u8, bool) {
 const THP_LEARN_MIN: usize = 4 << 20;
 
 /// Once blocks of the learning range are being freed, allocations stay on
-/// 4 KiB pages until one of them has been freed and measured, and after
-/// that one in this many does, so that its free can tell how much of it
-/// was touched. (A program that frees none of them has nothing to learn
-/// from: its few big blocks all get huge pages.)
+/// 4 KiB pages as probes until one of them has been freed and measured, and
+/// after that one in this many is a probe, so that its free can tell how
+/// much of it was touched. (A program that frees none of them has nothing
+/// to learn from: its few big blocks all get huge pages.)
 const PROBE_EVERY: u32 = 8;
 
-/// While blocks are found sparse, one free in this many is measured.
-const SPARSE_SAMPLE: u32 = 256;
+/// While blocks are found sparse, one allocation in this many is a probe.
+const SPARSE_PROBE_EVERY: u32 = 256;
 
 /// What is measured of a block: its middle MiB. `mincore` over a whole
 /// 25 MiB block costs some 50 µs; a program that touches a block whole
@@ -151,45 +172,57 @@ static RANGE_FREED: AtomicBool = AtomicBool::new(false);
 /// A probe has been measured since.
 static MEASURED_ONCE: AtomicBool = AtomicBool::new(false);
 static PROBES_DUE: AtomicU32 = AtomicU32::new(0);
-static SPARSE_FREES: AtomicU32 = AtomicU32::new(0);
 
 /// Is `bytes` in the learning range (`at`: HAKMEM_THP_MB in bytes)?
 fn learning(bytes: usize, at: usize) -> bool {
     bytes >= THP_LEARN_MIN && bytes < at
 }
 
-/// Should a block of `bytes` about to be handed out ask for huge pages?
-fn want_huge(bytes: usize) -> bool {
-    let at = config::get(config::THP_MB) << 20;
-    if at == 0 || bytes < THP_LEARN_MIN.min(at) {
-        return false;
-    }
-    if bytes >= at {
-        return true;
-    }
-    if !DENSE.load(Ordering::Relaxed) {
-        return false;
-    }
-    if !RANGE_FREED.load(Ordering::Relaxed) {
-        return true;
-    }
-    MEASURED_ONCE.load(Ordering::Relaxed)
-        && PROBES_DUE.fetch_add(1, Ordering::Relaxed) % PROBE_EVERY != PROBE_EVERY - 1
+/// What a block about to be handed out asks for.
+#[derive(Clone, Copy)]
+struct Advice {
+    /// Transparent huge pages.
+    huge: bool,
+    /// On 4 KiB pages, to be measured when freed.
+    probe: bool,
 }
 
-/// A block of the learning range on 4 KiB pages is being freed: note
-/// whether the program touched most of it.
+/// The advice for a block of `bytes` about to be handed out.
+fn advice(bytes: usize) -> Advice {
+    let at = config::get(config::THP_MB) << 20;
+    let (huge, probe) = if at == 0 || bytes < THP_LEARN_MIN.min(at) {
+        (false, false)
+    } else if bytes >= at {
+        (true, false)
+    } else if !DENSE.load(Ordering::Relaxed) {
+        (false, PROBES_DUE.fetch_add(1, Ordering::Relaxed) % SPARSE_PROBE_EVERY == 0)
+    } else if !RANGE_FREED.load(Ordering::Relaxed) {
+        (true, false)
+    } else if !MEASURED_ONCE.load(Ordering::Relaxed) {
+        (false, true)
+    } else {
+        let probe = PROBES_DUE.fetch_add(1, Ordering::Relaxed) % PROBE_EVERY == PROBE_EVERY - 1;
+        (!probe, probe)
+    };
+    Advice { huge, probe }
+}
+
+/// The measured window of a block of `bytes` (at least `MEASURED`): offset
+/// and length, page aligned.
+fn measured_window(bytes: usize) -> (usize, usize) {
+    ((bytes - MEASURED) / 2 / PAGE * PAGE, MEASURED)
+}
+
+/// A probe is being freed: note whether the program touched most of it.
 ///
 /// # Safety
-/// `[p, p + bytes)` is a large block of ours, mapped whole.
+/// `[p, p + bytes)` is a large block of ours, mapped whole, of at least
+/// `MEASURED` bytes.
 unsafe fn learn(p: *mut u8, bytes: usize) {
-    if !DENSE.load(Ordering::Relaxed) && SPARSE_FREES.fetch_add(1, Ordering::Relaxed) % SPARSE_SAMPLE != 0 {
-        return;
-    }
-    let from = (bytes - MEASURED) / 2 / PAGE * PAGE;
+    let (from, len) = measured_window(bytes);
     // SAFETY: per contract; the window lies inside the block.
-    let resident = unsafe { os::resident_pages(p.add(from), MEASURED) };
-    DENSE.store(resident * 2 >= MEASURED / PAGE, Ordering::Relaxed);
+    let resident = unsafe { os::resident_pages(p.add(from), len) };
+    DENSE.store(resident * 2 >= len / PAGE, Ordering::Relaxed);
     MEASURED_ONCE.store(true, Ordering::Relaxed);
 }
 
@@ -199,28 +232,12 @@ fn reaches_thp(old_bytes: usize, bytes: usize) -> bool {
     at != 0 && old_bytes < at && bytes >= at
 }
 
-/// Ask for huge pages on a cached block about to be handed out again, or
-/// take that back: then its pages go too, so that the 2 MiB pages it holds
-/// are neither kept for a program that touches little nor counted as
-/// touched when it is measured.
-///
-/// # Safety
-/// `[p, p + bytes)` is a free large block of ours, mapped whole.
-unsafe fn readvise(p: *mut u8, bytes: usize, huge: bool) {
-    // SAFETY: per contract; the block holds no live data.
-    unsafe {
-        if huge {
-            os::advise_huge(p, bytes)
-        } else {
-            os::advise_no_huge(p, bytes);
-            os::purge(p, bytes);
-        }
+/// The advice recorded for the live block at `base`: huge pages, probe.
+fn advice_of(base: usize) -> (bool, bool) {
+    match page_map::lookup(base) {
+        Entry::LargeHead { huge, probe, .. } => (huge, probe),
+        _ => (false, false),
     }
-}
-
-/// The advice recorded for the live block at `base`.
-fn is_huge(base: usize) -> bool {
-    matches!(page_map::lookup(base), Entry::LargeHead { huge: true, .. })
 }
 
 /// Usable size of a large block with `pages` usable pages.
@@ -236,12 +253,11 @@ pub fn usable_size(pages: usize) -> usize {
 pub unsafe fn free(p: *mut u8, pages: usize) {
     let bytes = pages * PAGE;
     LARGE.freed(bytes);
-    let huge = is_huge(p as usize);
-    let at = config::get(config::THP_MB) << 20;
-    if learning(bytes, at) {
+    let (huge, probe) = advice_of(p as usize);
+    if learning(bytes, config::get(config::THP_MB) << 20) {
         RANGE_FREED.store(true, Ordering::Relaxed);
-        if !huge {
-            // SAFETY: the caller's live block, mapped whole.
+        if probe {
+            // SAFETY: the caller's live block, mapped whole, in the range.
             unsafe { learn(p, bytes) };
         }
     }
@@ -359,9 +375,10 @@ pub unsafe fn realloc(p: *mut u8, pages: usize, new_size: usize) -> *mut u8 {
     };
     let old_bytes = pages * PAGE;
     let base = p as usize;
-    let old_huge = is_huge(base);
+    // A resized block is no probe: what it holds is not one use's touches.
+    let old_huge = advice_of(base).0;
     let huge = old_huge || reaches_thp(old_bytes, new_bytes);
-    let head = Entry::LargeHead { pages: new_bytes / PAGE, huge };
+    let head = Entry::LargeHead { pages: new_bytes / PAGE, huge, probe: false };
     // Below, `p` is a live large mapping of `old_bytes` that the caller
     // owns; the pages unmapped lie past the new size, inside it.
     if new_bytes <= old_bytes {
@@ -394,7 +411,7 @@ pub unsafe fn realloc(p: *mut u8, pages: usize, new_size: usize) -> *mut u8 {
         // SAFETY: shrinking back the extension made just above.
         unsafe { os::remap(p, new_bytes, old_bytes, ptr::null_mut()) };
         page_map::set_large(base + old_chunks * CHUNK, new_chunks - old_chunks, Entry::Foreign);
-        page_map::set_large(base, old_chunks, Entry::LargeHead { pages, huge: old_huge });
+        page_map::set_large(base, old_chunks, Entry::LargeHead { pages, huge: old_huge, probe: false });
         return ptr::null_mut();
     }
     // SAFETY: forwarded contract.
@@ -440,7 +457,7 @@ unsafe fn move_grow(p: *mut u8, old_bytes: usize, new_bytes: usize, old_huge: bo
         page_map::set_large(
             p as usize,
             old_chunks,
-            Entry::LargeHead { pages: old_bytes / PAGE, huge: old_huge },
+            Entry::LargeHead { pages: old_bytes / PAGE, huge: old_huge, probe: false },
         );
         // The kernel may have unmapped the start of the reservation already
         // (someone else may map there now): give back only the rest.
@@ -476,7 +493,7 @@ unsafe fn move_grow(p: *mut u8, old_bytes: usize, new_bytes: usize, old_huge: bo
         os::abort();
     }
     let huge = old_huge || reaches_thp(old_bytes, new_bytes);
-    page_map::set_large(d, new_chunks, Entry::LargeHead { pages: new_bytes / PAGE, huge });
+    page_map::set_large(d, new_chunks, Entry::LargeHead { pages: new_bytes / PAGE, huge, probe: false });
     // The moved pages keep the old mapping's advice; a range mapped apart
     // from them, or a block now big enough, is advised here.
     if huge && (!old_huge || !one_mapping) {

@@ -503,16 +503,6 @@ pub unsafe fn advise_huge(p: *mut u8, size: usize) {
     unsafe { libc::madvise(p as *mut libc::c_void, size, libc::MADV_HUGEPAGE) };
 }
 
-/// Take back [`advise_huge`]: the range stays on 4 KiB pages
-/// (`MADV_NOHUGEPAGE`).
-///
-/// # Safety
-/// The range is page aligned and hakmem's.
-pub unsafe fn advise_no_huge(p: *mut u8, size: usize) {
-    // SAFETY: caller guarantees the range is ours.
-    unsafe { libc::madvise(p as *mut libc::c_void, size, libc::MADV_NOHUGEPAGE) };
-}
-
 /// How many pages of a mapped range are resident (`mincore`); 0 if the
 /// kernel will not say.
 ///

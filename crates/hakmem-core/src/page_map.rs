@@ -56,9 +56,10 @@ pub enum Entry {
     /// A slab segment whose header sits at the chunk's base.
     Segment,
     /// The first chunk of a live large block that starts at the chunk's base,
-    /// with its size in OS pages, and whether it asked for transparent huge
-    /// pages.
-    LargeHead { pages: usize, huge: bool },
+    /// with its size in OS pages, whether it asked for transparent huge
+    /// pages, and whether its free is to measure how much of it was touched
+    /// (`large.rs`).
+    LargeHead { pages: usize, huge: bool, probe: bool },
     /// A later chunk of a large block whose head is `back` chunks before.
     LargeTail { back: usize },
     /// The first chunk of a large block of `pages` pages that is free (held
@@ -68,8 +69,8 @@ pub enum Entry {
 
 const TAG_SEGMENT: usize = 1;
 const TAG_HEAD: usize = 2;
-/// Live heads: tag 2, the huge-page bit 2, pages from bit 3. Tails and free
-/// heads: tag 3, told apart by bit 2, payload from bit 3.
+/// Live heads: tag 2, the huge-page bit 2, the probe bit 3, pages from bit
+/// 4. Tails and free heads: tag 3, told apart by bit 2, payload from bit 3.
 const TAG_TAIL: usize = 3;
 const TAG_FREE: usize = 7;
 
@@ -79,7 +80,7 @@ impl Entry {
         match raw & 3 {
             0 => Entry::Foreign,
             TAG_SEGMENT => Entry::Segment,
-            TAG_HEAD => Entry::LargeHead { pages: raw >> 3, huge: raw & 4 != 0 },
+            TAG_HEAD => Entry::LargeHead { pages: raw >> 4, huge: raw & 4 != 0, probe: raw & 8 != 0 },
             _ if raw & 7 == TAG_FREE => Entry::LargeFree { pages: raw >> 3 },
             _ => Entry::LargeTail { back: raw >> 3 },
         }
@@ -89,7 +90,9 @@ impl Entry {
         match self {
             Entry::Foreign => 0,
             Entry::Segment => TAG_SEGMENT,
-            Entry::LargeHead { pages, huge } => (pages << 3) | ((huge as usize) << 2) | TAG_HEAD,
+            Entry::LargeHead { pages, huge, probe } => {
+                (pages << 4) | ((probe as usize) << 3) | ((huge as usize) << 2) | TAG_HEAD
+            }
             Entry::LargeTail { back } => (back << 3) | TAG_TAIL,
             Entry::LargeFree { pages } => (pages << 3) | TAG_FREE,
         }
@@ -213,9 +216,10 @@ mod tests {
         for e in [
             Entry::Foreign,
             Entry::Segment,
-            Entry::LargeHead { pages: 1, huge: false },
-            Entry::LargeHead { pages: 123_456, huge: true },
-            Entry::LargeHead { pages: 1 << 34, huge: false },
+            Entry::LargeHead { pages: 1, huge: false, probe: false },
+            Entry::LargeHead { pages: 123_456, huge: true, probe: false },
+            Entry::LargeHead { pages: 77, huge: false, probe: true },
+            Entry::LargeHead { pages: 1 << 34, huge: true, probe: true },
             Entry::LargeTail { back: 1 },
             Entry::LargeTail { back: 40_000 },
             Entry::LargeFree { pages: 77 },
@@ -240,8 +244,9 @@ mod tests {
     #[test]
     fn large_runs_mark_head_and_tails() {
         let base = 0x3e00_0000_0000usize;
-        assert!(set_large(base, 3, Entry::LargeHead { pages: 2500, huge: false }));
-        assert_eq!(lookup(base), Entry::LargeHead { pages: 2500, huge: false });
+        let head = Entry::LargeHead { pages: 2500, huge: false, probe: false };
+        assert!(set_large(base, 3, head));
+        assert_eq!(lookup(base), head);
         assert_eq!(lookup(base + CHUNK + 5), Entry::LargeTail { back: 1 });
         assert_eq!(lookup(base + 2 * CHUNK), Entry::LargeTail { back: 2 });
         assert_eq!(lookup(base + 3 * CHUNK), Entry::Foreign);
