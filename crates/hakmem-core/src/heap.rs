@@ -6,7 +6,7 @@
 //!   refill(class)             one block + a batch for the bin
 //!     slab_with_free(class)   available list -> remote frees -> full list scan
 //!       new_slab(class)       own segments -> reclaim abandoned -> new segment
-//! free_slow(b, class)         bin full: grow it (grow_bin), or flush its older half
+//! free_slow(b, class)         bin full: grow it (grow_bin), or flush half (newest if it cycles)
 //!   free_chain(blocks)        each block to its slab: local, or remote list
 //! collect_some()              periodic: bounded look at each class's lists, purge
 //! collect()                   every slab: remote frees, release empty slabs, purge
