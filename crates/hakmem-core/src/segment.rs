@@ -122,12 +122,19 @@ unsafe impl Linked for Segment {
 /// fields. Zeroes (a page never used, or a sealed header) match nothing.
 ///
 /// A `free` on another thread may read the entry while its owner publishes
-/// or clears it (only a bad free: a valid one is ordered after the block was
-/// handed out). So `limit` is published last (Release) and read first
-/// (Acquire), and clearing zeroes only `limit` and `class`: a reader sees
-/// either the limit of a slab with that slab's constants, or a limit of 0
-/// that matches nothing. (Had clearing zeroed the constants too, a reader
-/// with the old limit would compute `p·0 − 0 = 0` and take any address.)
+/// or clears it, or while the segment is unmapped and its header replaced
+/// by a zero page (only a bad free: a valid one is ordered after the block
+/// was handed out). A reader that computed `p·0 − 0 = 0` with zeroed
+/// constants and compared it with an older, non-zero limit would take any
+/// address on the page. So the constants are read before the limit (all
+/// loads Acquire, plain moves on x86) and the limit is published last
+/// (Release); clearing zeroes only `limit` and `class`, and a zero page
+/// replaces the header only after that: zeroes read for the constants come
+/// with a limit of 0. A reader sees one slab's constants with its limit, or
+/// a limit that matches nothing, or, if the page is cleared and taken by
+/// another slab while it reads, a mix: with the old limit and another
+/// slab's constants `x` is unrelated to any block start and almost surely
+/// fails, but the bin offset, read last, may be the new slab's.
 #[repr(C, align(32))]
 pub struct PageEntry {
     magic: AtomicU64,
@@ -149,12 +156,12 @@ impl PageEntry {
     /// address on this entry's page), if the slab has handed it out.
     #[inline(always)]
     pub fn carved_bin(&self, p: usize) -> Option<usize> {
-        let limit = self.limit.load(Ordering::Acquire);
         // The bias is `M ×` the slab's address: `p·M − bias` is `M ×` the
-        // offset into the slab (mod 2^64).
-        let m = self.magic.load(Ordering::Relaxed);
-        let x = (p as u64).wrapping_mul(m).wrapping_sub(self.bias.load(Ordering::Relaxed));
-        if x >= limit {
+        // offset into the slab (mod 2^64). Constants first (see the type's
+        // comment).
+        let m = self.magic.load(Ordering::Acquire);
+        let x = (p as u64).wrapping_mul(m).wrapping_sub(self.bias.load(Ordering::Acquire));
+        if x >= self.limit.load(Ordering::Acquire) {
             return None;
         }
         Some(self.bin.load(Ordering::Relaxed) as usize & BIN_OFFSET_MASK)
