@@ -17,10 +17,10 @@
  *     advised for transparent huge pages ("hg" in its mapping's VmFlags in
  *     /proc/self/smaps), whether mapped at that size or grown past it by
  *     realloc; with 0 none is.  A block of 4 MiB up to that size is advised
- *     in a process that has freed none of that range yet, and later while
- *     the blocks it frees were mostly touched: after 8 MiB blocks touched
- *     whole it is, after 8 MiB blocks of which one page was touched it is not,
- *     a cached block included.  Below 4 MiB none is.  Skipped where the kernel
+ *     once freed blocks of that range were seen mostly touched: in a fresh
+ *     process it is not; after 8 MiB blocks touched whole it is, after 8 MiB
+ *     blocks of which one page was touched it is not, a cached block
+ *     included.  Below 4 MiB none is.  Skipped where the kernel
  *     has no transparent huge pages (no /sys/kernel/mm/transparent_hugepage).
  *
  * Usage: test_flags hakmem             run the checks (the runner passes "hakmem")
@@ -286,13 +286,13 @@ static void check_thp_all(void)
     }
     check_thp(NULL, "40", NULL, 1);   /* default 32 MiB: at or above */
     check_thp(NULL, "32", NULL, 1);
-    check_thp(NULL, "8", NULL, 1);    /* below, in a process that freed none */
+    check_thp(NULL, "8", NULL, 0);    /* below, nothing learnt yet */
     check_thp(NULL, "2", NULL, 0);    /* below 4 MiB */
     check_thp(NULL, "2", "40", 1);    /* grown past it */
     check_thp("0", "40", NULL, 0);    /* never */
     check_thp("0", "2", "40", 0);
     check_thp("4", "8", NULL, 1);     /* a lower threshold */
-    check_thp("64", "40", NULL, 1);   /* a higher one: learning up to it */
+    check_thp("64", "40", NULL, 0);   /* a higher one: learning up to it */
     check_thp_learn(NULL, "whole", 1); /* learning: blocks touched whole */
     check_thp_learn(NULL, "page", 0);  /* a page of each */
     check_thp_learn("0", "whole", 0);

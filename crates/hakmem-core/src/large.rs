@@ -18,12 +18,11 @@
 //! when they are mapped or grow past that size: a block that big is most
 //! likely one array used whole (a compressor's match finder, a table), where
 //! 2 MiB pages take 512 times fewer faults and TLB entries. Blocks from
-//! 4 MiB up to that size ask for them while the program touches most of
-//! such blocks: some stay on 4 KiB pages as probes, and when one is freed
+//! 4 MiB up to that size ask for them once the program is seen to touch
+//! most of such blocks: probes stay on 4 KiB pages, and when one is freed
 //! `mincore` tells how much of it was touched. A program that touches a few
 //! pages of many blocks (bench_malloc_large: 9 pages of each 5–25 MiB block)
-//! would otherwise fault in 2 MiB for each page it touches; xz's 12 MiB
-//! match-finder tables are touched whole. The page map records each block's
+//! would otherwise fault in 2 MiB for each page it touches. The page map records each block's
 //! advice and whether it is a probe; a cached block that asked for huge
 //! pages is unmapped rather than handed out on small ones (no `madvise`
 //! takes the advice back without also refusing what a kernel set to give
@@ -86,14 +85,18 @@ pub fn alloc(size: usize, align: usize) -> (*mut u8, bool) {
         return (ptr::null_mut(), false);
     };
     let pages = bytes / PAGE;
+    // The advice already decided for a cached block that could not serve.
+    let mut decided = None;
     if align <= CHUNK {
         if let Some(c) = cache_take(bytes) {
             let a = advice(c.bytes);
             if c.huge && !a.huge {
                 // Its advice cannot be taken back (see the module comment):
-                // a fresh mapping serves instead.
+                // a fresh mapping serves instead, with the advice decided
+                // here (deciding again would skip a probe).
                 // SAFETY: out of the cache: free and ours.
                 unsafe { release(c.base as *mut u8, c.bytes) };
+                decided = Some(a);
             } else {
                 // SAFETY: a cached block is free memory of ours, of `c.bytes`
                 // (at least `bytes`), with no live data. Its previous owner
@@ -122,7 +125,7 @@ pub fn alloc(size: usize, align: usize) -> (*mut u8, bool) {
     if p.is_null() {
         return (p, false);
     }
-    let a = advice(bytes);
+    let a = decided.unwrap_or_else(|| advice(bytes));
     if !page_map::set_large(
         p as usize,
         chunks_for(bytes),
@@ -147,11 +150,13 @@ pub fn alloc(size: usize, align: usize) -> (*mut u8, bool) {
 /// the program touches most of such blocks.
 const THP_LEARN_MIN: usize = 4 << 20;
 
-/// Once blocks of the learning range are being freed, allocations stay on
-/// 4 KiB pages as probes until one of them has been freed and measured, and
-/// after that one in this many is a probe, so that its free can tell how
-/// much of it was touched. (A program that frees none of them has nothing
-/// to learn from: its few big blocks all get huge pages.)
+/// Blocks of the learning range stay on 4 KiB pages as probes until one of
+/// them has been freed and measured; while blocks are found dense, one in
+/// this many is a probe, so that its free can tell how much of it was
+/// touched. (A program that frees none of them has nothing to learn from:
+/// its blocks stay on 4 KiB pages. Advising them all until the first free
+/// made the untimed first fill of `bench_malloc_large` peak at 209 MiB
+/// instead of 4.6 MiB: 2 MiB for each page it touches.)
 const PROBE_EVERY: u32 = 8;
 
 /// While blocks are found sparse, one allocation in this many is a probe.
@@ -164,12 +169,8 @@ const MEASURED: usize = 1 << 20;
 const _: () = assert!(MEASURED <= THP_LEARN_MIN, "the window lies inside every measured block");
 
 /// Was most of the last measured block of the learning range resident?
-/// True at start: a program's first big blocks get huge pages, and a
-/// program that touches little of them loses them after its first probe.
-static DENSE: AtomicBool = AtomicBool::new(true);
-/// A block of the learning range has been freed: probes begin.
-static RANGE_FREED: AtomicBool = AtomicBool::new(false);
-/// A probe has been measured since.
+static DENSE: AtomicBool = AtomicBool::new(false);
+/// A probe has been measured.
 static MEASURED_ONCE: AtomicBool = AtomicBool::new(false);
 static PROBES_DUE: AtomicU32 = AtomicU32::new(0);
 
@@ -194,12 +195,10 @@ fn advice(bytes: usize) -> Advice {
         (false, false)
     } else if bytes >= at {
         (true, false)
-    } else if !DENSE.load(Ordering::Relaxed) {
-        (false, PROBES_DUE.fetch_add(1, Ordering::Relaxed) % SPARSE_PROBE_EVERY == 0)
-    } else if !RANGE_FREED.load(Ordering::Relaxed) {
-        (true, false)
     } else if !MEASURED_ONCE.load(Ordering::Relaxed) {
         (false, true)
+    } else if !DENSE.load(Ordering::Relaxed) {
+        (false, PROBES_DUE.fetch_add(1, Ordering::Relaxed) % SPARSE_PROBE_EVERY == 0)
     } else {
         let probe = PROBES_DUE.fetch_add(1, Ordering::Relaxed) % PROBE_EVERY == PROBE_EVERY - 1;
         (!probe, probe)
@@ -254,12 +253,9 @@ pub unsafe fn free(p: *mut u8, pages: usize) {
     let bytes = pages * PAGE;
     LARGE.freed(bytes);
     let (huge, probe) = advice_of(p as usize);
-    if learning(bytes, config::get(config::THP_MB) << 20) {
-        RANGE_FREED.store(true, Ordering::Relaxed);
-        if probe {
-            // SAFETY: the caller's live block, mapped whole, in the range.
-            unsafe { learn(p, bytes) };
-        }
+    if probe && learning(bytes, config::get(config::THP_MB) << 20) {
+        // SAFETY: the caller's live block, mapped whole, in the range.
+        unsafe { learn(p, bytes) };
     }
     let limit = config::get(config::LARGE_CACHE_MB).saturating_mul(1 << 20);
     let mut evicted = [EMPTY; 4];

@@ -267,7 +267,14 @@ fn large_blocks_grow_shrink_and_are_cached() {
     // No huge-page advice: a block whose advice changes between two uses is
     // unmapped rather than reused (large.rs), which would change what is
     // checked here. (test_flags checks the advice.) No other test here
-    // allocates blocks of 4 MiB or more.
+    // allocates blocks of 4 MiB or more. Restored even if the test fails.
+    struct Restore;
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            config::set_for_test(config::THP_MB, config::FLAGS[config::THP_MB].default);
+        }
+    }
+    let _restore = Restore;
     config::set_for_test(config::THP_MB, 0);
     thread::spawn(|| {
         let mut size = MID_MAX + 1;
@@ -330,7 +337,6 @@ fn large_blocks_grow_shrink_and_are_cached() {
     })
     .join()
     .unwrap();
-    config::set_for_test(config::THP_MB, config::FLAGS[config::THP_MB].default);
 }
 
 #[test]
