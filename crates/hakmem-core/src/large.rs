@@ -22,12 +22,12 @@
 //! most of such blocks: probes stay on 4 KiB pages, and when one is freed
 //! `mincore` tells how much of it was touched. A program that touches a few
 //! pages of many blocks (bench_malloc_large: 9 pages of each 5–25 MiB block)
-//! would otherwise fault in 2 MiB for each page it touches. The page map records each block's
-//! advice and whether it is a probe; a cached block that asked for huge
-//! pages is unmapped rather than handed out on small ones (no `madvise`
-//! takes the advice back without also refusing what a kernel set to give
-//! huge pages `always` would give). A block cut down by `realloc` keeps its
-//! advice.
+//! would otherwise fault in 2 MiB for each page it touches. The page map
+//! records each block's advice and whether it is a probe; a cached block
+//! that asked for huge pages is unmapped rather than handed out on small
+//! ones (no `madvise` takes the advice back without also refusing what a
+//! kernel set to give huge pages `always` would give). A block cut down by
+//! `realloc` keeps its advice.
 
 use core::ptr;
 use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
