@@ -487,7 +487,7 @@ impl Slab {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::size_class::{NUM_CLASSES, SLAB_PAGE};
 
@@ -501,7 +501,7 @@ mod tests {
     }
 
     /// The blocks of a chain, following the (encoded) links.
-    fn chain(mut b: *mut Block) -> Vec<*mut Block> {
+    pub(crate) fn chain(mut b: *mut Block) -> Vec<*mut Block> {
         let mut v = vec![];
         while !b.is_null() {
             v.push(b);

@@ -266,17 +266,7 @@ pub fn capacity(class: usize) -> u32 {
 mod tests {
     use super::*;
     use crate::slab::init_keys;
-
-    /// The blocks of a chain, following the (encoded) links.
-    fn chain(mut b: *mut Block) -> Vec<*mut Block> {
-        let mut v = vec![];
-        while !b.is_null() {
-            v.push(b);
-            // SAFETY: a chain of free blocks the test holds.
-            b = unsafe { Block::next(b) };
-        }
-        v
-    }
+    use crate::slab::tests::chain;
 
     #[test]
     fn surplus_is_the_earliest_or_the_latest_freed() {
