@@ -122,37 +122,30 @@ const fn compute_divisibility() -> [u64; CLASS_SLOTS] {
 /// tells `free` whether a pointer is a block start.
 pub static DIVISIBILITY: [u64; CLASS_SLOTS] = compute_divisibility();
 
-const fn compute_divisibility_excess() -> [u64; CLASS_SLOTS] {
-    let s = compute_strides();
-    let m = compute_divisibility();
-    let mut e = [0u64; CLASS_SLOTS];
-    let mut c = 1;
-    while c < NUM_CLASSES {
-        e[c] = (s[c] as u64).wrapping_mul(m[c]);
-        c += 1;
-    }
-    e
+/// `e = stride * M - 2^64` for `class`, between 1 and the stride (the `+ 1`
+/// in `M` keeps it above 0 for power-of-two strides; 0 for unused slots).
+/// Block `k`'s offset times `M` is `k * e` (mod 2^64), while an offset
+/// `k * stride + r` with `0 < r < stride` gives `r * M + k * e >= M`, far
+/// above any `k * e` of a slab (below `MAX_SLAB_BYTES`): so
+/// `x * M < carved * e` says at once that `x` is a block start and that the
+/// block is one of the first `carved`.
+#[inline]
+fn divisibility_excess(class: usize) -> u64 {
+    let c = class & CLASS_MASK;
+    (STRIDE[c] as u64).wrapping_mul(DIVISIBILITY[c])
 }
 
-/// Per class, `e = stride * M - 2^64`, between 1 and the stride (the `+ 1`
-/// in `M` keeps it above 0 for power-of-two strides). Block `k`'s offset
-/// times `M` is `k * e` (mod 2^64), while an offset `k * stride + r` with
-/// `0 < r < stride` gives `r * M + k * e >= M`, far above any `k * e` of a
-/// slab (below `MAX_SLAB_BYTES`): so `x * M < carved * e` says at once that
-/// `x` is a block start and that the block is one of the first `carved`.
-static DIVISIBILITY_EXCESS: [u64; CLASS_SLOTS] = compute_divisibility_excess();
-
 /// The bound of `free`'s block-start test for a slab of `class` with
-/// `carved` blocks carved (see `DIVISIBILITY_EXCESS`); 0 matches nothing.
+/// `carved` blocks carved (see `divisibility_excess`); 0 matches nothing.
 #[inline]
 pub fn carve_limit(class: usize, carved: usize) -> u64 {
-    carved as u64 * DIVISIBILITY_EXCESS[class & CLASS_MASK]
+    carved as u64 * divisibility_excess(class)
 }
 
 /// The blocks carved in a slab of `class` whose limit is `limit`.
 #[inline]
 pub fn carved_blocks(class: usize, limit: u64) -> usize {
-    match DIVISIBILITY_EXCESS[class & CLASS_MASK] {
+    match divisibility_excess(class) {
         0 => 0,
         e => (limit / e) as usize,
     }
@@ -321,7 +314,7 @@ mod tests {
             let stride = STRIDE[c] as usize;
             let span = SLAB_PAGES[c] as usize * SLAB_PAGE;
             let cap = CAPACITY[c] as usize;
-            let e = DIVISIBILITY_EXCESS[c];
+            let e = divisibility_excess(c);
             assert!(e >= 1 && e <= stride as u64, "class {c}");
             assert!(carve_limit(c, cap) < DIVISIBILITY[c], "class {c}");
             for carved in [0, 1, cap / 2, cap.saturating_sub(1), cap] {
