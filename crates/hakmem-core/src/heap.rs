@@ -482,28 +482,37 @@ impl Heap {
         let me = self.owner_id();
         let mut visited_abandoned = false;
         loop {
-            // SAFETY: segments on our queue are owned by this heap.
-            unsafe {
-                let mut seg = self.segments.head;
-                while !seg.is_null() && (*seg).free_pages != 0 {
-                    let next = Queue::next(seg);
-                    let found = (*seg).alloc_slab(class).map(|(s, d)| (s as *mut Slab, d));
-                    if found.is_none() && (*seg).free_pages == 0 {
-                        // Another mapping stopped its growth: it is full now.
-                        self.segments.remove(seg);
-                        self.segments.push_back(seg);
-                    }
-                    if let Some((slab, dirty)) = found {
-                        self.take_dirty(dirty);
-                        if (*seg).free_pages == 0 {
+            // Two passes: pages still backed by memory in any segment first,
+            // then any free pages. Taking fresh pages of the first segment
+            // while a later one holds freed ones would touch new memory and
+            // leave the freed pages to wait for the purge.
+            for dirty_only in [true, false] {
+                if dirty_only && self.dirty_bytes == 0 {
+                    continue;
+                }
+                // SAFETY: segments on our queue are owned by this heap.
+                unsafe {
+                    let mut seg = self.segments.head;
+                    while !seg.is_null() && (*seg).free_pages != 0 {
+                        let next = Queue::next(seg);
+                        let found = (*seg).alloc_slab(class, dirty_only).map(|(s, d)| (s as *mut Slab, d));
+                        if found.is_none() && (*seg).free_pages == 0 {
+                            // Another mapping stopped its growth: it is full now.
                             self.segments.remove(seg);
                             self.segments.push_back(seg);
                         }
-                        self.classes[class].available.push_front(slab);
-                        (*slab).list = SlabList::Available;
-                        return slab;
+                        if let Some((slab, dirty)) = found {
+                            self.take_dirty(dirty);
+                            if (*seg).free_pages == 0 {
+                                self.segments.remove(seg);
+                                self.segments.push_back(seg);
+                            }
+                            self.classes[class].available.push_front(slab);
+                            (*slab).list = SlabList::Available;
+                            return slab;
+                        }
+                        seg = next;
                     }
-                    seg = next;
                 }
             }
             if !visited_abandoned {

@@ -373,8 +373,8 @@ impl Segment {
 
     /// Find `n` contiguous free pages, preferring pages still backed by
     /// memory (reusing them costs no page fault, and leaves the purged ones
-    /// purged); returns the first.
-    fn find_run(&self, n: usize) -> Option<usize> {
+    /// purged); with `dirty_only`, only such pages. Returns the first.
+    fn find_run(&self, n: usize, dirty_only: bool) -> Option<usize> {
         let runs = |pages: u64| {
             let mut m = pages;
             for j in 1..n {
@@ -383,15 +383,16 @@ impl Segment {
             m
         };
         let dirty = runs(self.free_pages & self.dirty_pages);
-        let m = if dirty != 0 { dirty } else { runs(self.free_pages) };
+        let m = if dirty != 0 || dirty_only { dirty } else { runs(self.free_pages) };
         (m != 0).then(|| m.trailing_zeros() as usize)
     }
 
-    /// Carve a slab of `class` out of free pages. Returns the slab and how
-    /// many of its bytes were dirty (committed) free memory before.
-    pub fn alloc_slab(&mut self, class: usize) -> Option<(&mut Slab, usize)> {
+    /// Carve a slab of `class` out of free pages (with `dirty_only`, out of
+    /// pages still backed by memory only). Returns the slab and how many of
+    /// its bytes were dirty (committed) free memory before.
+    pub fn alloc_slab(&mut self, class: usize, dirty_only: bool) -> Option<(&mut Slab, usize)> {
         let n = SLAB_PAGES[class] as usize;
-        let first = self.find_run(n)?;
+        let first = self.find_run(n, dirty_only)?;
         if !self.grow(first + n) {
             return None;
         }
