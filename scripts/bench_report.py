@@ -366,6 +366,16 @@ def targets(benches):
     return t
 
 
+def repo_relative(path):
+    """A path under the repository as the README's commands spell it (the
+    peers built into target/peers), so that the table reads the same from
+    any clone; other paths (Debian's libraries) as they are."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    if path.startswith(root + os.sep):
+        return os.path.relpath(path, root)
+    return path
+
+
 def write_markdown(path, benches, allocs, meta, info, served, callgrind, svg_name, csv_name):
     L = []
     date = meta.get("date_start") or datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
@@ -396,7 +406,7 @@ def write_markdown(path, benches, allocs, meta, info, served, callgrind, svg_nam
     L.append("")
     L += ["| allocator | id | version | how it is loaded |", "| --- | --- | --- | --- |"]
     for a in allocs:
-        how = HOW.get(a) or ("`LD_PRELOAD=%s`" % meta.get("preload." + a, "?"))
+        how = HOW.get(a) or ("`LD_PRELOAD=%s`" % repo_relative(meta.get("preload." + a, "?")))
         ver = meta.get("version." + a, "?")
         miss = meta.get("missing." + a)
         L.append("| %s | `%s` | %s | %s%s |" % (name(a), a, md_cell(ver), how,
