@@ -258,8 +258,13 @@ impl Heap {
     /// The caller holds the lock.
     pub fn alloc_slow(&mut self, class: usize) -> *mut Block {
         self.active_epoch.store(segment::current_epoch(), Ordering::Relaxed);
-        self.refilled |= 1 << class;
         self.slow_since_aging |= 1 << class;
+        // (thread::alloc_slow takes these before it locks the heap.)
+        let b = self.cache.pop_held(class);
+        if !b.is_null() {
+            return b;
+        }
+        self.refilled |= 1 << class;
         let full = self.cache.bins[class].cap().div_ceil(2);
         let want = (self.batch[class] as u32).clamp(FIRST_BATCH.min(full), full);
         self.batch[class] = (want * 2).min(full).min(u16::MAX as u32) as u16;
@@ -283,17 +288,18 @@ impl Heap {
     }
 
     /// The free slow path (bin of `class` full, or capacity 0): grow the
-    /// bin if the thread cycles through more than it holds, else flush half
-    /// of it to the slabs; then cache `b`. The caller holds the lock.
+    /// bin if the thread cycles through more than it holds, else give one
+    /// part of it back to the slabs and set the other aside
+    /// (`ThreadCache::overflow`); then cache `b`. The caller holds the lock.
     ///
-    /// Which half: a bin that ran empty since its last overflow belongs to
+    /// Which part: a bin that ran empty since its last overflow belongs to
     /// a thread that allocates what it frees, and gives back its most
-    /// recently freed blocks, still in cache: the walk of their links and
-    /// the writes to them hit, where the older half waits on a miss per
-    /// block, and the thread's next allocations take the older ones (with
-    /// the pop's prefetch). A bin that did not run empty gives back its
-    /// older half: a thread that only frees a class would otherwise keep
-    /// the same old blocks for good, and their slabs could never empty.
+    /// recently freed blocks, still in cache: the writes to them hit, where
+    /// the older part waits on a miss per block, and the thread's next
+    /// allocations take the older ones (with the pop's prefetch). A bin that
+    /// did not run empty gives back its older part: a thread that only frees
+    /// a class would otherwise keep the same old blocks for good, and their
+    /// slabs could never empty.
     ///
     /// # Safety
     /// `b` is a live block of `class` that the caller gives up.
@@ -305,8 +311,7 @@ impl Heap {
         if self.grow_bin(class) && unsafe { self.cache.push(b, class, Block::free_tag(b)) } {
             return;
         }
-        let keep = self.cache.bins[class].cap() / 2;
-        let (chain, n) = self.cache.take_surplus(class, keep, cycling);
+        let (chain, n) = self.cache.overflow(class, cycling);
         // SAFETY: the bin's blocks are free blocks we give back; `b` is ours.
         unsafe {
             if n > 0 {
@@ -877,10 +882,11 @@ impl Heap {
         for class in 1..NUM_CLASSES {
             let n = self.cache.bins[class].count();
             if self.slow_since_aging & (1 << class) == 0 && n == self.cache_marks[class] {
-                if n > 0 {
-                    let (chain, n) = self.cache.take_all(class);
-                    // SAFETY: the bin's blocks are free blocks we give back.
-                    unsafe { self.free_chain(chain, n, class) };
+                for (chain, n) in self.cache.take_all(class) {
+                    if n > 0 {
+                        // SAFETY: the bin's blocks are free blocks we give back.
+                        unsafe { self.free_chain(chain, n, class) };
+                    }
                 }
                 self.cache.bins[class].set_cap(thread_cache::capacity(class));
             }
@@ -929,10 +935,11 @@ impl Heap {
     /// Give every block in the thread cache back to the slabs.
     pub fn flush_cache(&mut self) {
         for class in 1..NUM_CLASSES {
-            let (chain, n) = self.cache.take_all(class);
-            if n > 0 {
-                // SAFETY: the bin's blocks are free blocks we give back.
-                unsafe { self.free_chain(chain, n, class) };
+            for (chain, n) in self.cache.take_all(class) {
+                if n > 0 {
+                    // SAFETY: the bin's blocks are free blocks we give back.
+                    unsafe { self.free_chain(chain, n, class) };
+                }
             }
         }
     }
@@ -946,11 +953,13 @@ impl Heap {
         // Every bin is detached before any block is freed: the frees drive
         // the periodic collection, whose `age_cache` would otherwise flush
         // the bins not walked yet without these checks.
-        let mut bins = [(ptr::null_mut(), 0); NUM_CLASSES];
+        let mut bins = [[(ptr::null_mut(), 0); 2]; NUM_CLASSES];
         for (class, taken) in bins.iter_mut().enumerate().skip(1) {
             *taken = self.cache.take_all(class);
         }
-        for (class, &(mut p, count)) in bins.iter().enumerate().skip(1) {
+        for (class, &(mut p, count)) in
+            bins.iter().enumerate().skip(1).flat_map(|(c, parts)| parts.iter().map(move |p| (c, p)))
+        {
             for _ in 0..count {
                 if !is_free_block_of(p, class) {
                     break;

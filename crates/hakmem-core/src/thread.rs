@@ -242,6 +242,17 @@ pub fn alloc_slow(class: usize, size: usize) -> *mut u8 {
             }
         }
     }
+    // The blocks the bin set aside at its last overflow: no lock, as on the
+    // fast path (only this thread uses its cache).
+    // SAFETY: this thread's heap.
+    let b = unsafe { (*h).cache.pop_held(class) };
+    if !b.is_null() {
+        if counting() {
+            // SAFETY: this thread's heap.
+            stats::counted_alloc(unsafe { &(*h).counters }, class, size);
+        }
+        return b as *mut u8;
+    }
     for attempt in 0..2 {
         // SAFETY: this thread's heap, used under its lock.
         let b = unsafe {

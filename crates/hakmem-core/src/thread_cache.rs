@@ -5,7 +5,9 @@
 //! `slab`) with a capacity (HAKMEM_TCACHE_*) and the room left below it.
 //! The fast paths keep only the room: `free` compares it with zero and
 //! decrements it in memory, where a count compared with the capacity took
-//! a load, a compare, an increment and a store. The cache lives in
+//! a load, a compare, an increment and a store. A full bin gives one part
+//! back and sets the other aside, off the list (`overflow`), so that no
+//! flush walks the list to find where to cut it. The cache lives in
 //! its thread's heap (`heap.rs`, first field), so that when a thread dies
 //! without its exit hook, another thread can still give the blocks back.
 
@@ -56,9 +58,22 @@ impl Bin {
     }
 }
 
+/// The older part of a bin, set aside at its last overflow: linked apart
+/// from the list the fast paths use, so that the next overflow gives it back
+/// (or gives back the newer part and keeps it) without walking the list to
+/// find where the halves meet, and an allocation that empties the list
+/// takes it whole. Its blocks count in the bin's count; only the slow paths
+/// look at it.
+#[derive(Clone, Copy)]
+struct Held {
+    head: *mut Block,
+    n: u32,
+}
+
 #[repr(C)]
 pub struct ThreadCache {
     pub bins: [Bin; CLASS_SLOTS],
+    held: [Held; CLASS_SLOTS],
 }
 
 impl ThreadCache {
@@ -67,6 +82,7 @@ impl ThreadCache {
         ThreadCache {
             bins: [const { Bin { head: ptr::null_mut(), room: AtomicI32::new(0), cap: AtomicU32::new(0) } };
                 CLASS_SLOTS],
+            held: [Held { head: ptr::null_mut(), n: 0 }; CLASS_SLOTS],
         }
     }
 
@@ -144,18 +160,63 @@ impl ThreadCache {
         true
     }
 
-    /// Empty the bin of `class`: its chain and the count it had.
-    pub fn take_all(&mut self, class: usize) -> (*mut Block, u32) {
+    /// Empty the bin of `class`: its list and the part set aside, each a
+    /// chain with its length.
+    pub fn take_all(&mut self, class: usize) -> [(*mut Block, u32); 2] {
         let bin = &mut self.bins[class];
-        let taken = (core::mem::replace(&mut bin.head, ptr::null_mut()), bin.count());
+        let held = core::mem::replace(&mut self.held[class], Held { head: ptr::null_mut(), n: 0 });
+        let list = (core::mem::replace(&mut bin.head, ptr::null_mut()), bin.count().saturating_sub(held.n));
         bin.set_count(0);
-        taken
+        [list, (held.head, held.n)]
     }
 
-    /// Cut the bin of `class` down to `keep` blocks and return the rest as
-    /// a chain with its length: the earliest freed when `newest` is
-    /// false, else the most recently freed.
-    pub fn take_surplus(&mut self, class: usize, keep: u32, newest: bool) -> (*mut Block, u32) {
+    /// The bin of `class` ran empty: make the part set aside its list, and
+    /// pop from it. Null when nothing was set aside.
+    pub fn pop_held(&mut self, class: usize) -> *mut Block {
+        if !self.bins[class].head.is_null() {
+            // (Not the case: callers come here when the list is empty.)
+            return self.pop(class);
+        }
+        let held = core::mem::replace(&mut self.held[class], Held { head: ptr::null_mut(), n: 0 });
+        if held.n == 0 {
+            return ptr::null_mut();
+        }
+        self.bins[class].head = held.head;
+        self.pop(class)
+    }
+
+    /// The bin of `class` is full: return a chain to give back with its
+    /// length, and set the rest aside, leaving the list empty.
+    ///
+    /// With nothing set aside (the first overflow since the bin ran empty)
+    /// the list is walked and cut at half the capacity: the most recently
+    /// freed half goes back when `newest`, else the older half. Otherwise
+    /// the bin has not run empty since it set a part aside (running empty
+    /// takes it), and the part set aside, the older, goes back while the
+    /// list takes its place: no walk. (After the capacity shrank, the part
+    /// set aside may fill it alone; the next overflow gives it back.)
+    pub fn overflow(&mut self, class: usize, newest: bool) -> (*mut Block, u32) {
+        let held = self.held[class];
+        if held.n == 0 {
+            let keep = self.bins[class].cap() / 2;
+            let surplus = self.take_surplus(class, keep, newest);
+            let bin = &mut self.bins[class];
+            let kept = bin.count();
+            self.held[class] = Held { head: core::mem::replace(&mut bin.head, ptr::null_mut()), n: kept };
+            return surplus;
+        }
+        let bin = &mut self.bins[class];
+        let n = bin.count().saturating_sub(held.n);
+        self.held[class] = Held { head: core::mem::replace(&mut bin.head, ptr::null_mut()), n };
+        bin.set_count(n);
+        (held.head, held.n)
+    }
+
+    /// Cut the list of the bin of `class` (nothing set aside) down to
+    /// `keep` blocks and return the rest as a chain with its length: the
+    /// earliest freed when `newest` is false, else the most recently freed.
+    fn take_surplus(&mut self, class: usize, keep: u32, newest: bool) -> (*mut Block, u32) {
+        debug_assert_eq!(self.held[class].n, 0);
         let bin = &mut self.bins[class];
         let count = bin.count();
         if count <= keep {
@@ -294,5 +355,66 @@ mod tests {
             assert_eq!(kept, want_kept, "newest: {newest}");
             assert_eq!(cache.take_surplus(class, 4, newest).1, 0, "nothing over the count");
         }
+    }
+
+    /// Overflows give back one part and set the other aside, walking the
+    /// list only when nothing is set aside; an empty list takes the part set
+    /// aside; emptying the bin takes both.
+    #[test]
+    fn overflows_swap_the_parts_and_an_empty_list_takes_the_held_one() {
+        init_keys();
+        let class = 2;
+        for newest in [false, true] {
+            let mut mem = vec![0u128; 15 * 2];
+            let b: Vec<*mut Block> = (0..15).map(|i| (&raw mut mem[2 * i]) as *mut Block).collect();
+            let rev = |r: core::ops::Range<usize>| b[r].iter().rev().copied().collect::<Vec<_>>();
+            let push = |cache: &mut ThreadCache, r: core::ops::Range<usize>| {
+                for &x in &b[r] {
+                    // SAFETY: 32-byte blocks the test owns, each freed once.
+                    assert!(unsafe { cache.push(x, class, Block::free_tag(x)) });
+                }
+            };
+            let mut cache = ThreadCache::new();
+            cache.bins[class].set_cap(10);
+            push(&mut cache, 0..10);
+            // SAFETY: as above.
+            assert!(!unsafe { cache.push(b[10], class, Block::free_tag(b[10])) }, "full");
+            // The first overflow cuts the list in halves: one goes back, the
+            // other is set aside, and the list is empty.
+            let (given, n) = cache.overflow(class, newest);
+            assert_eq!((chain(given), n), (if newest { rev(5..10) } else { rev(0..5) }, 5));
+            assert!(cache.bins[class].head.is_null());
+            assert_eq!(cache.bins[class].count(), 5);
+            let aside = if newest { rev(0..5) } else { rev(5..10) };
+            push(&mut cache, 10..15);
+            // The next gives back the part set aside and sets the list aside.
+            let (given, n) = cache.overflow(class, false);
+            assert_eq!((chain(given), n), (aside, 5));
+            assert_eq!(cache.bins[class].count(), 5);
+            // The empty list takes what was set aside.
+            assert!(cache.pop(class).is_null());
+            let held = rev(10..15);
+            assert_eq!(cache.pop_held(class), held[0]);
+            assert_eq!(chain(cache.bins[class].head), held[1..]);
+            assert_eq!(cache.bins[class].count(), 4);
+        }
+        // Emptying a bin takes its list and the part set aside.
+        let mut mem = vec![0u128; 13 * 2];
+        let b: Vec<*mut Block> = (0..13).map(|i| (&raw mut mem[2 * i]) as *mut Block).collect();
+        let mut cache = ThreadCache::new();
+        cache.bins[class].set_cap(10);
+        for &x in &b {
+            // SAFETY: 32-byte blocks the test owns, each freed once.
+            if !unsafe { cache.push(x, class, Block::free_tag(x)) } {
+                let _ = cache.overflow(class, false);
+                // SAFETY: as above.
+                assert!(unsafe { cache.push(x, class, Block::free_tag(x)) });
+            }
+        }
+        let [(list, n), (held, m)] = cache.take_all(class);
+        assert_eq!((chain(list), n), (b[10..].iter().rev().copied().collect::<Vec<_>>(), 3));
+        assert_eq!((chain(held), m), (b[5..10].iter().rev().copied().collect::<Vec<_>>(), 5));
+        assert_eq!(cache.bins[class].count(), 0);
+        assert!(cache.pop(class).is_null() && cache.pop_held(class).is_null());
     }
 }
