@@ -60,9 +60,8 @@ impl Bin {
 
 /// The older part of a bin, set aside at its last overflow: linked apart
 /// from the list the fast paths use, so that the next overflow gives it back
-/// (or gives back the newer part and keeps it) without walking the list to
-/// find where the halves meet, and an allocation that empties the list
-/// takes it whole. Its blocks count in the bin's count; only the slow paths
+/// without walking the list to find where the halves meet, and an
+/// allocation that empties the list takes it whole. Its blocks count in the bin's count; only the slow paths
 /// look at it.
 #[derive(Clone, Copy)]
 struct Held {
