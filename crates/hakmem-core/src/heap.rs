@@ -482,6 +482,34 @@ impl Heap {
         }
     }
 
+    /// A slab of `class` carved from the first of this heap's segments with
+    /// room for it (with `dirty_only`, room in pages still backed by
+    /// memory), on the available list; null when none has. A segment left
+    /// full goes to the back of the queue.
+    fn slab_from_segments(&mut self, class: usize, dirty_only: bool) -> *mut Slab {
+        // SAFETY: segments on our queue are owned by this heap.
+        unsafe {
+            let mut seg = self.segments.head;
+            while !seg.is_null() && (*seg).free_pages != 0 {
+                let next = Queue::next(seg);
+                let found = (*seg).alloc_slab(class, dirty_only).map(|(s, d)| (s as *mut Slab, d));
+                // Full: by this slab, or another mapping stopped its growth.
+                if (*seg).free_pages == 0 {
+                    self.segments.remove(seg);
+                    self.segments.push_back(seg);
+                }
+                if let Some((slab, dirty)) = found {
+                    self.take_dirty(dirty);
+                    self.classes[class].available.push_front(slab);
+                    (*slab).list = SlabList::Available;
+                    return slab;
+                }
+                seg = next;
+            }
+        }
+        ptr::null_mut()
+    }
+
     /// A fresh slab of `class` on the available list, or null (out of memory).
     fn new_slab(&mut self, class: usize) -> *mut Slab {
         let me = self.owner_id();
@@ -495,29 +523,9 @@ impl Heap {
                 if dirty_only && self.dirty_bytes == 0 {
                     continue;
                 }
-                // SAFETY: segments on our queue are owned by this heap.
-                unsafe {
-                    let mut seg = self.segments.head;
-                    while !seg.is_null() && (*seg).free_pages != 0 {
-                        let next = Queue::next(seg);
-                        let found = (*seg).alloc_slab(class, dirty_only).map(|(s, d)| (s as *mut Slab, d));
-                        if found.is_none() && (*seg).free_pages == 0 {
-                            // Another mapping stopped its growth: it is full now.
-                            self.segments.remove(seg);
-                            self.segments.push_back(seg);
-                        }
-                        if let Some((slab, dirty)) = found {
-                            self.take_dirty(dirty);
-                            if (*seg).free_pages == 0 {
-                                self.segments.remove(seg);
-                                self.segments.push_back(seg);
-                            }
-                            self.classes[class].available.push_front(slab);
-                            (*slab).list = SlabList::Available;
-                            return slab;
-                        }
-                        seg = next;
-                    }
+                let slab = self.slab_from_segments(class, dirty_only);
+                if !slab.is_null() {
+                    return slab;
                 }
             }
             if !visited_abandoned {
