@@ -328,27 +328,46 @@ mod tests {
     use crate::slab::init_keys;
     use crate::slab::tests::chain;
 
+    /// 32-byte blocks in `mem`, two words each.
+    fn blocks(mem: &mut [u128]) -> Vec<*mut Block> {
+        (0..mem.len() / 2).map(|i| (&raw mut mem[2 * i]) as *mut Block).collect()
+    }
+
+    /// A cache whose bin of `class` has capacity `cap`.
+    fn cache_with(class: usize, cap: u32) -> ThreadCache {
+        let mut cache = ThreadCache::new();
+        cache.bins[class].set_cap(cap);
+        cache
+    }
+
+    /// Free `bs` in order into the bin of `class`; false when one did not fit.
+    fn push_all(cache: &mut ThreadCache, class: usize, bs: &[*mut Block]) -> bool {
+        // SAFETY: blocks of the tests' own memory, each freed once.
+        bs.iter().all(|&b| unsafe { cache.push(b, class, Block::free_tag(b)) })
+    }
+
+    /// `bs` as a bin lists them after they were freed in order.
+    fn newest_first(bs: &[*mut Block]) -> Vec<*mut Block> {
+        bs.iter().rev().copied().collect()
+    }
+
     #[test]
     fn surplus_is_the_earliest_or_the_latest_freed() {
         init_keys();
         let class = 2;
         for newest in [false, true] {
             let mut mem = vec![0u128; 10 * 2];
-            let blocks: Vec<*mut Block> = (0..10).map(|i| (&raw mut mem[2 * i]) as *mut Block).collect();
-            let mut cache = ThreadCache::new();
-            cache.bins[class].set_cap(10);
-            for &b in &blocks {
-                // SAFETY: 32-byte blocks the test owns, freed in this order.
-                assert!(unsafe { cache.push(b, class, Block::free_tag(b)) });
-            }
+            let blocks = blocks(&mut mem);
+            let mut cache = cache_with(class, 10);
+            assert!(push_all(&mut cache, class, &blocks));
             let (surplus, n) = cache.take_surplus(class, 4, newest);
             assert_eq!(n, 6);
             assert_eq!(cache.bins[class].count(), 4);
             let (got, kept) = (chain(surplus), chain(cache.bins[class].head));
-            let (want_got, want_kept): (Vec<_>, Vec<_>) = if newest {
-                (blocks[4..].iter().rev().copied().collect(), blocks[..4].iter().rev().copied().collect())
+            let (want_got, want_kept) = if newest {
+                (newest_first(&blocks[4..]), newest_first(&blocks[..4]))
             } else {
-                (blocks[..6].iter().rev().copied().collect(), blocks[6..].iter().rev().copied().collect())
+                (newest_first(&blocks[..6]), newest_first(&blocks[6..]))
             };
             assert_eq!(got, want_got, "newest: {newest}");
             assert_eq!(kept, want_kept, "newest: {newest}");
@@ -365,54 +384,42 @@ mod tests {
         let class = 2;
         for newest in [false, true] {
             let mut mem = vec![0u128; 15 * 2];
-            let b: Vec<*mut Block> = (0..15).map(|i| (&raw mut mem[2 * i]) as *mut Block).collect();
-            let rev = |r: core::ops::Range<usize>| b[r].iter().rev().copied().collect::<Vec<_>>();
-            let push = |cache: &mut ThreadCache, r: core::ops::Range<usize>| {
-                for &x in &b[r] {
-                    // SAFETY: 32-byte blocks the test owns, each freed once.
-                    assert!(unsafe { cache.push(x, class, Block::free_tag(x)) });
-                }
-            };
-            let mut cache = ThreadCache::new();
-            cache.bins[class].set_cap(10);
-            push(&mut cache, 0..10);
-            // SAFETY: as above.
-            assert!(!unsafe { cache.push(b[10], class, Block::free_tag(b[10])) }, "full");
+            let b = blocks(&mut mem);
+            let mut cache = cache_with(class, 10);
+            assert!(push_all(&mut cache, class, &b[..10]));
+            assert!(!push_all(&mut cache, class, &b[10..11]), "full");
             // The first overflow cuts the list in halves: one goes back, the
             // other is set aside, and the list is empty.
             let (given, n) = cache.overflow(class, newest);
-            assert_eq!((chain(given), n), (if newest { rev(5..10) } else { rev(0..5) }, 5));
+            let (given_half, aside) = if newest { (&b[5..10], &b[..5]) } else { (&b[..5], &b[5..10]) };
+            assert_eq!((chain(given), n), (newest_first(given_half), 5));
             assert!(cache.bins[class].head.is_null());
             assert_eq!(cache.bins[class].count(), 5);
-            let aside = if newest { rev(0..5) } else { rev(5..10) };
-            push(&mut cache, 10..15);
+            assert!(push_all(&mut cache, class, &b[10..15]));
             // The next gives back the part set aside and sets the list aside.
             let (given, n) = cache.overflow(class, false);
-            assert_eq!((chain(given), n), (aside, 5));
+            assert_eq!((chain(given), n), (newest_first(aside), 5));
             assert_eq!(cache.bins[class].count(), 5);
             // The empty list takes what was set aside.
             assert!(cache.pop(class).is_null());
-            let held = rev(10..15);
+            let held = newest_first(&b[10..15]);
             assert_eq!(cache.pop_held(class), held[0]);
             assert_eq!(chain(cache.bins[class].head), held[1..]);
             assert_eq!(cache.bins[class].count(), 4);
         }
         // Emptying a bin takes its list and the part set aside.
         let mut mem = vec![0u128; 13 * 2];
-        let b: Vec<*mut Block> = (0..13).map(|i| (&raw mut mem[2 * i]) as *mut Block).collect();
-        let mut cache = ThreadCache::new();
-        cache.bins[class].set_cap(10);
-        for &x in &b {
-            // SAFETY: 32-byte blocks the test owns, each freed once.
-            if !unsafe { cache.push(x, class, Block::free_tag(x)) } {
+        let b = blocks(&mut mem);
+        let mut cache = cache_with(class, 10);
+        for x in b.chunks(1) {
+            if !push_all(&mut cache, class, x) {
                 let _ = cache.overflow(class, false);
-                // SAFETY: as above.
-                assert!(unsafe { cache.push(x, class, Block::free_tag(x)) });
+                assert!(push_all(&mut cache, class, x));
             }
         }
         let [(list, n), (held, m)] = cache.take_all(class);
-        assert_eq!((chain(list), n), (b[10..].iter().rev().copied().collect::<Vec<_>>(), 3));
-        assert_eq!((chain(held), m), (b[5..10].iter().rev().copied().collect::<Vec<_>>(), 5));
+        assert_eq!((chain(list), n), (newest_first(&b[10..]), 3));
+        assert_eq!((chain(held), m), (newest_first(&b[5..10]), 5));
         assert_eq!(cache.bins[class].count(), 0);
         assert!(cache.pop(class).is_null() && cache.pop_held(class).is_null());
     }
